@@ -1,0 +1,1 @@
+"""One module per `gicl bench` kind; each defines `register(subparsers)`."""

@@ -1,0 +1,165 @@
+"""The codec boundary: pure PyTorch modules that every training module and tool talks to.
+
+A codec knows its model and its bitstream, nothing about Lightning. Training modules read
+`CodecOutput` (reconstruction, rate per stream, auxiliary losses, extras); tools call
+`compress` / `decompress`, which must reproduce `forward(x, point).x_hat` exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gicl.errors import BitstreamError, RecipeError
+
+
+@dataclass
+class CodecOutput:
+    """What a codec's forward pass returns.
+
+    rate: bits per image (shape (B,)) by stream name; differentiable where the codec trains
+    its rate, otherwise the exact length of what `compress` would write for that stream.
+    losses: auxiliary training terms owned by the model (codebook, commitment), scalars.
+    extras: indices, masks, per-stage reconstructions: whatever a training module or a
+    callback needs without re-running the model.
+    """
+
+    x_hat: Tensor
+    rate: dict[str, Tensor] = field(default_factory=dict)
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def bits(self) -> Tensor:
+        """Total bits per image over all streams, shape (B,)."""
+        return sum(self.rate.values(), torch.zeros(self.x_hat.shape[0], device=self.x_hat.device))
+
+
+@dataclass
+class EncodedImage:
+    """One image's compressed form before it is put in a container.
+
+    sections are independently length-prefixed by the container so that a progressive
+    stream can be cut at any section boundary; `checksums` hold one CRC-32 of the *decoded
+    symbols* per section (see `symbols_checksum`) so an entropy-coder desync is an error.
+    """
+
+    sections: list[bytes]
+    checksums: list[int]
+    point: dict[str, Any]
+    size: tuple[int, int]
+
+
+def symbols_checksum(symbols: Tensor) -> int:
+    """CRC-32 of integer symbols as little-endian int32: identical on every machine."""
+    data = symbols.detach().to("cpu", torch.int32).contiguous().numpy().astype("<i4").tobytes()
+    return zlib.crc32(data)
+
+
+def verify_symbols(symbols: Tensor, expected: int, section: int) -> None:
+    """Raise BitstreamError when decoded symbols do not match the encoder's checksum."""
+    if symbols_checksum(symbols) != expected:
+        raise BitstreamError(
+            f"section {section} decodes to symbols whose checksum differs from the encoder's: "
+            "the file is corrupted or was written by another model"
+        )
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Replicate-pad H and W up to a multiple (replicate works for any pad size)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+class Codec(nn.Module):
+    """Base class: the contract in DESIGN.md "Boundaries".
+
+    Subclasses set `codec_id` (registered name), `multiple` (padding granularity) and
+    implement `forward`, `operating_points`, `compress`, `decompress`.
+    """
+
+    codec_id: ClassVar[str] = ""
+    multiple: ClassVar[int] = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: dict[str, Any] = {}
+
+    def forward(self, x: Tensor, point: dict[str, Any] | None = None) -> CodecOutput:
+        raise NotImplementedError
+
+    def operating_points(self) -> list[dict[str, Any]]:
+        """The default RD sweep, low rate first."""
+        raise NotImplementedError
+
+    def point_for_bpp(self, bpp: float, h: int, w: int) -> dict[str, Any]:
+        """The operating point whose rate is nearest to `bpp` for an h×w image.
+
+        The default estimates each point's rate from a forward pass on a flat grey image,
+        which is exact for fixed-length codecs; entropy-coded codecs override it.
+        """
+        x = torch.full((1, 3, h, w), 0.5, device=self.device_of())
+        with torch.no_grad():
+            rates = [float(self(x, p).bits()[0]) / (h * w) for p in self.operating_points()]
+        best = min(range(len(rates)), key=lambda i: abs(rates[i] - bpp))
+        return self.operating_points()[best]
+
+    def compress(self, x: Tensor, point: dict[str, Any] | None = None) -> EncodedImage:
+        raise NotImplementedError
+
+    def decompress(self, encoded: EncodedImage) -> Tensor:
+        raise NotImplementedError
+
+    def last_decoder_layer(self) -> Tensor:
+        """The weight the adaptive GAN weight differentiates against (taming)."""
+        raise NotImplementedError
+
+    def parameter_groups(self) -> dict[str, nn.Module]:
+        """Named groups a recipe can freeze or train, e.g. encoder, decoder, quantizer."""
+        return dict(self.named_children())
+
+    def device_of(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+CODECS: dict[str, type[Codec]] = {}
+
+
+def register_codec(cls: type[Codec]) -> type[Codec]:
+    """Class decorator: make a codec buildable from a recipe by its `codec_id`."""
+    CODECS[cls.codec_id] = cls
+    return cls
+
+
+def check_kwargs(fn: Any, kwargs: dict[str, Any], where: str) -> None:
+    """Reject keys that `fn` does not accept, naming the full recipe path of the key."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for key in kwargs:
+        if key not in params:
+            known = ", ".join(sorted(k for k in params if k != "self"))
+            raise RecipeError(f"unknown key '{where}.{key}' (known: {known})")
+
+
+def build_codec(config: dict[str, Any]) -> Codec:
+    """Build a codec from its recipe section: `{"name": <codec_id>, **constructor kwargs}`."""
+    import gicl.codecs  # noqa: F401  (registers the built-in codecs)
+
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in CODECS:
+        raise RecipeError(f"unknown codec '{name}' in codec.name (known: {', '.join(sorted(CODECS))})")
+    cls = CODECS[name]
+    check_kwargs(cls.__init__, config, "codec")
+    codec = cls(**config)
+    codec.config = {"name": name, **config}
+    return codec

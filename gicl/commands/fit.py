@@ -1,0 +1,39 @@
+"""`gicl fit`: run a recipe's stages in order (resumes an interrupted run)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """--recipe/--profile/--set, shared by every command that resolves a recipe."""
+    p.add_argument("--recipe", required=True, help="recipe name (recipes/NAME.yaml) or path")
+    p.add_argument("--profile", default="paper", help="paper (default), smoke, demo, ...")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe key, e.g. --set stages.pretrain.max_steps=100")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="train a recipe (stages in order; re-run to resume)")
+    add_recipe_arguments(p)
+    p.add_argument("--stage", help="run only this stage (its predecessors must be done)")
+    p.add_argument("--run-dir", type=Path, help="default: runs/<recipe>/<profile>")
+    p.add_argument("--print-config", action="store_true", help="print the resolved YAML and exit")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gicl.recipes import dump, resolve
+
+    config = resolve(args.recipe, args.profile, args.overrides)
+    if args.print_config:
+        print(dump(config), end="")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="gicl: %(message)s")
+    from gicl.runner import fit
+
+    run_dir = fit(config, args.run_dir, args.stage)
+    print(f"gicl: finished; run dir {run_dir}")
+    return 0

@@ -1,0 +1,45 @@
+"""`gicl info`: parameters, FLOPs and operating points of a recipe's codec (no training)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gicl.commands.fit import add_recipe_arguments
+from gicl.errors import UserError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'768x512' → (512, 768): WIDTHxHEIGHT as image tools print it."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size expects WIDTHxHEIGHT such as 768x512, got '{text}'") from None
+    if w < 1 or h < 1:
+        raise UserError(f"--size must be positive, got '{text}'")
+    return h, w
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="parameters, FLOPs and operating points of a recipe's codec")
+    add_recipe_arguments(p)
+    p.add_argument("--size", default="768x512", help="WIDTHxHEIGHT for the FLOP count")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gicl.info import describe
+    from gicl.recipes import resolve
+
+    info = describe(resolve(args.recipe, args.profile, args.overrides), parse_size(args.size))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['recipe']} ({info['profile']}): codec {info['codec']}")
+    for name, n in info["parameters"].items():
+        print(f"  params {name:20s} {n / 1e6:10.3f} M")
+    f = info["flops"]
+    print(f"  FLOPs at {f['size']}: {f['total'] / 1e9:.2f} G ({f['convention']})")
+    print(f"  operating points: {json.dumps(info['operating_points'])}")
+    return 0

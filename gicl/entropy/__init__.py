@@ -1,0 +1,1 @@
+"""Entropy coding: fixed-length packing, static tables, range coding via constriction."""

@@ -1,0 +1,76 @@
+"""LPIPS perceptual loss behind the pretrained-weights policy of DESIGN.md.
+
+`lpips` loads its backbone from torchvision's hub cache ($TORCH_HOME/hub/checkpoints) and
+downloads it when missing — impossible on offline machines. The policy decides before
+loading: `required` fails with the exact file to place, `auto` trains without the term and
+says so, `off` never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from gicl.errors import UserError
+
+log = logging.getLogger("gicl")
+
+BACKBONE_FILES = {
+    "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+    "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+}
+
+
+def backbone_path(net: str) -> Path:
+    """Where torchvision (and so lpips) looks for the backbone weights of `net`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net][0]
+
+
+def missing_weights_message(net: str) -> str:
+    file, url = BACKBONE_FILES[net]
+    return (f"LPIPS-{net} needs pretrained weights {backbone_path(net)} ($TORCH_HOME/hub/checkpoints/"
+            f"{file}); download {url} there on a machine with internet and copy it")
+
+
+def load_lpips(net: str = "vgg") -> nn.Module:
+    """The real `lpips.LPIPS` network, frozen; UserError naming the file when weights are missing."""
+    if not backbone_path(net).is_file():
+        raise UserError(missing_weights_message(net))
+    import lpips
+
+    model = lpips.LPIPS(net=net, verbose=False).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class PerceptualLoss(nn.Module):
+    """LPIPS(x, x̂) for images in [0, 1] (mapped to [−1, 1] as LPIPS expects)."""
+
+    def __init__(self, net: str = "vgg") -> None:
+        super().__init__()
+        self.lpips = load_lpips(net)
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        super().train(mode)
+        self.lpips.eval()  # the frozen network never switches to training behaviour
+        return self
+
+    def forward(self, x: Tensor, x_hat: Tensor) -> Tensor:
+        return self.lpips(x_hat * 2 - 1, x * 2 - 1).mean()
+
+
+def perceptual_for_policy(policy: str, weight: float) -> tuple[PerceptualLoss | None, str]:
+    """Build the loss as the stage's policy says; returns (loss or None, status for the config)."""
+    if policy == "off" or weight == 0:
+        return None, "off"
+    if policy == "required":
+        return PerceptualLoss(), "on"
+    if not backbone_path("vgg").is_file():
+        status = f"disabled (perceptual: auto): {missing_weights_message('vgg')}"
+        log.warning("training WITHOUT the LPIPS term: %s", status)
+        return None, status
+    return PerceptualLoss(), "on"

@@ -1,0 +1,308 @@
+"""taming-transformers style convolutional blocks (VQGAN, MoVQ, Control-GIC).
+
+Written here rather than imported because taming is not a maintained package and its
+modules import its training script; the shapes follow the taming/MoVQ code so parameter
+counts match the papers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+class SpatialNorm(nn.Module):
+    """MoVQ's spatially conditioned norm: GN(f)·conv1x1(zq) + conv1x1(zq), zq resized to f."""
+
+    def __init__(self, channels: int, zq_channels: int) -> None:
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.conv_y = nn.Conv2d(zq_channels, channels, 1)
+        self.conv_b = nn.Conv2d(zq_channels, channels, 1)
+
+    def forward(self, f: Tensor, zq: Tensor) -> Tensor:
+        zq = F.interpolate(zq, size=f.shape[-2:], mode="nearest")
+        return self.norm(f) * self.conv_y(zq) + self.conv_b(zq)
+
+
+class Norm(nn.Module):
+    """GroupNorm(32), or SpatialNorm when the block is conditioned on a quantized latent."""
+
+    def __init__(self, channels: int, zq_channels: int | None = None) -> None:
+        super().__init__()
+        self.spatial = zq_channels is not None
+        self.norm = SpatialNorm(channels, zq_channels) if self.spatial else group_norm(channels)
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        return self.norm(x, zq) if self.spatial else self.norm(x)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(
+        self, in_channels: int, out_channels: int | None = None, *, dropout: float = 0.0,
+        zq_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        out_channels = out_channels or in_channels
+        self.norm1 = Norm(in_channels, zq_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = Norm(out_channels, zq_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = (
+            nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        )
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x, zq)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h, zq))))
+        return self.nin_shortcut(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head spatial self-attention over all positions (taming), via SDPA.
+
+    `window` > 0 restricts attention, at inference only, to window×window tiles: exact global
+    attention is quadratic in pixels, so large inputs use windows (GLC's official code uses
+    32×32 latent windows). Where a side is not a multiple of the window, the last tile is
+    shifted back to end at the border (overlapping its neighbour) instead of zero-padding, so
+    every query attends over a full window of real positions; positions covered twice take
+    the earlier tile's output. Training crops are small and always use exact attention.
+    """
+
+    def __init__(self, channels: int, *, zq_channels: int | None = None) -> None:
+        super().__init__()
+        self.norm = Norm(channels, zq_channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.window = 0
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        h = self.norm(x, zq)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        b, c, hh, ww = q.shape
+        win = self.window
+        if win <= 0 or self.training or (hh <= win and ww <= win):
+            out = _attend(q, k, v)
+        else:
+            (rows, tile_r, off_r), (cols, tile_c, off_c) = (
+                _window_tiles(n, win, x.device) for n in (hh, ww)
+            )
+            nh, th = rows.shape
+            nw, tw = cols.shape
+
+            def tiles(t: Tensor) -> Tensor:  # (b, c, H, W) -> (b·nh·nw, c, th, tw)
+                t = t[:, :, rows[:, :, None, None], cols[None, None]]
+                return t.permute(0, 2, 4, 1, 3, 5).reshape(b * nh * nw, c, th, tw)
+
+            out = _attend(tiles(q), tiles(k), tiles(v))
+            out = out.reshape(b, nh, nw, c, th, tw).permute(0, 3, 1, 4, 2, 5)
+            out = out[:, :, tile_r[:, None], off_r[:, None], tile_c[None], off_c[None]]
+        return x + self.proj_out(out)
+
+
+def _window_tiles(n: int, win: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Tiles of one side of length n: positions per tile (tiles, size), and for every position
+    the tile that outputs it and its offset there. Starts are 0, win, 2·win, … with the last
+    one moved back to n − win, so tiles never leave the image."""
+    size = min(n, win)
+    starts = list(range(0, n - size + 1, size))
+    if starts[-1] + size < n:
+        starts.append(n - size)
+    start = torch.tensor(starts, device=device)
+    pos = torch.arange(n, device=device)
+    tile = (pos // size).clamp_max(len(starts) - 1)
+    return start[:, None] + torch.arange(size, device=device), tile, pos - start[tile]
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    b, c, h, w = q.shape
+    # contiguous (b, 1, hw, c): SDPA's memory-efficient (flash) CPU kernel needs a unit-stride
+    # last dimension; a transposed view silently falls back to the quadratic math kernel
+    q, k, v = (t.reshape(b, 1, c, h * w).transpose(-1, -2).contiguous() for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return out.transpose(-1, -2).reshape(b, c, h, w)
+
+
+def set_attention_window(module: nn.Module, window: int) -> None:
+    """Switch every AttnBlock in `module` to windowed (window > 0) or global (0) attention."""
+    for m in module.modules():
+        if isinstance(m, AttnBlock):
+            m.window = window
+
+
+class Downsample(nn.Module):
+    """Stride-2 3×3 conv with taming's asymmetric (0, 1, 0, 1) padding."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest ×2 then 3×3 conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class MidBlock(nn.Module):
+    """Res–Attn–Res at the bottleneck."""
+
+    def __init__(self, channels: int, *, dropout: float = 0.0, zq_channels: int | None = None):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, dropout=dropout, zq_channels=zq_channels)
+        self.attn_1 = AttnBlock(channels, zq_channels=zq_channels)
+        self.block_2 = ResnetBlock(channels, dropout=dropout, zq_channels=zq_channels)
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        return self.block_2(self.attn_1(self.block_1(x, zq), zq), zq)
+
+
+class Level(nn.Module):
+    """One resolution level: res blocks, each followed by attention where requested."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, *, num_blocks: int, attention: bool,
+        dropout: float = 0.0, zq_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.block = nn.ModuleList()
+        self.attn = nn.ModuleList()
+        for _ in range(num_blocks):
+            self.block.append(
+                ResnetBlock(in_channels, out_channels, dropout=dropout, zq_channels=zq_channels)
+            )
+            in_channels = out_channels
+            if attention:
+                self.attn.append(AttnBlock(out_channels, zq_channels=zq_channels))
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        for i, block in enumerate(self.block):
+            x = block(x, zq)
+            if self.attn:
+                x = self.attn[i](x, zq)
+        return x
+
+
+class Encoder(nn.Module):
+    """taming Encoder: conv_in, levels with downsampling, mid block, norm, SiLU, conv_out.
+
+    `forward_levels` also returns every level's output so multi-granularity codecs
+    (Control-GIC) can tap features at H/4, H/8 and H/16 without a second encoder.
+    """
+
+    def __init__(
+        self, *, ch: int, ch_mult: list[int], num_res_blocks: int, attn_resolutions: list[int],
+        resolution: int, z_channels: int, in_channels: int = 3, dropout: float = 0.0,
+        double_z: bool = False, mid: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
+        self.down = nn.ModuleList()
+        in_mult = [1, *ch_mult]
+        res = resolution
+        for i, mult in enumerate(ch_mult):
+            level = Level(
+                ch * in_mult[i], ch * mult, num_blocks=num_res_blocks,
+                attention=res in attn_resolutions, dropout=dropout,
+            )
+            if i != len(ch_mult) - 1:
+                level.downsample = Downsample(ch * mult)
+                res //= 2
+            self.down.append(level)
+        top = ch * ch_mult[-1]
+        self.mid = MidBlock(top, dropout=dropout) if mid else None
+        self.norm_out = group_norm(top)
+        self.conv_out = nn.Conv2d(top, 2 * z_channels if double_z else z_channels, 3, padding=1)
+
+    def forward_levels(self, x: Tensor) -> list[Tensor]:
+        """Outputs of each level before its downsampling (level i is at H / 2**i)."""
+        h = self.conv_in(x)
+        outs = []
+        for level in self.down:
+            h = level(h)
+            outs.append(h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        return outs
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.forward_levels(x)[-1]
+        if self.mid is not None:
+            h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """taming Decoder; with `zq_channels` every norm is MoVQ's SpatialNorm on the latent."""
+
+    def __init__(
+        self, *, ch: int, ch_mult: list[int], num_res_blocks: int, attn_resolutions: list[int],
+        resolution: int, z_channels: int, out_channels: int = 3, dropout: float = 0.0,
+        zq_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        top = ch * ch_mult[-1]
+        res = resolution // 2 ** (len(ch_mult) - 1)
+        self.conv_in = nn.Conv2d(z_channels, top, 3, padding=1)
+        self.mid = MidBlock(top, dropout=dropout, zq_channels=zq_channels)
+        self.up = nn.ModuleList()
+        in_ch = top
+        for i in reversed(range(len(ch_mult))):
+            out_ch = ch * ch_mult[i]
+            level = Level(
+                in_ch, out_ch, num_blocks=num_res_blocks + 1, attention=res in attn_resolutions,
+                dropout=dropout, zq_channels=zq_channels,
+            )
+            in_ch = out_ch
+            if i != 0:
+                level.upsample = Upsample(out_ch)
+                res *= 2
+            self.up.insert(0, level)
+        self.norm_out = Norm(in_ch, zq_channels)
+        self.conv_out = nn.Conv2d(in_ch, out_channels, 3, padding=1)
+
+    def forward(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
+        h = self.mid(self.conv_in(z), zq)
+        for level in reversed(self.up):
+            h = level(h, zq)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h, zq)))
+
+
+def count_parameters(module: nn.Module, predicate: Callable[[str], bool] | None = None) -> int:
+    return sum(
+        p.numel() for n, p in module.named_parameters() if predicate is None or predicate(n)
+    )
+
+
+def init_weights_normal(module: nn.Module, std: float = 0.02) -> None:
+    """DCGAN/PatchGAN init: conv weights N(0, std), norm weights N(1, std), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+

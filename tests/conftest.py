@@ -1,0 +1,68 @@
+"""Shared fixtures: a $TORCH_HOME with random-weight backbones, and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+KODAK = REPO.parent / "shared" / "data" / "kodak"
+
+# torchvision file names that lpips / DISTS / FID loaders look for under $TORCH_HOME.
+BACKBONES = {
+    "vgg16-397923af.pth": "vgg16",
+    "alexnet-owt-7be5be79.pth": "alexnet",
+}
+
+
+@pytest.fixture(scope="session")
+def random_torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TORCH_HOME whose hub cache holds *random* VGG16/AlexNet weights.
+
+    The real loading code paths run against it; numbers computed with it are meaningless
+    and never reported as LPIPS/DISTS/FID.
+    """
+    import torchvision
+
+    home = tmp_path_factory.mktemp("torch_home")
+    ckpt = home / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    for file, arch in BACKBONES.items():
+        torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), ckpt / file)
+    return home
+
+
+@pytest.fixture
+def torch_home(random_torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCH_HOME", str(random_torch_home))
+    return random_torch_home
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "empty_torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m gicl ARGS` as a real subprocess; returns the completed process."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "gicl", *args], cwd=cwd or REPO, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def kodak() -> Path:
+    if not KODAK.is_dir():
+        pytest.fail(f"Kodak images expected at {KODAK} (shared/data/kodak)")
+    return KODAK
