@@ -26,8 +26,11 @@ class Throughput(L.Callback):
         t0, it0 = self._mark
         if it - it0 >= self.every_n:
             rate = (it - it0) / (now - t0)
-            pl_module.log("perf/iterations_per_s", rate, rank_zero_only=True)
-            pl_module.log("perf/images_per_s", rate * self.global_batch, rank_zero_only=True)
+            if trainer.is_global_zero and trainer.logger is not None:
+                # written directly: Lightning drops `self.log` values between its log steps
+                trainer.logger.log_metrics(
+                    {"perf/iterations_per_s": rate, "perf/images_per_s": rate * self.global_batch}, step=it
+                )
             self._mark = (now, it)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:

@@ -51,7 +51,8 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "clip_grad_norm": None,
     "perceptual": "auto",  # required | auto | off (DESIGN: pretrained weights policy)
     "discriminator": {"ndf": 64, "n_layers": 3},
-    "train_point": None,  # operating point passed to codec.forward while training
+    "train_point": None,  # operating point for codec.forward in training; {sample: true} = random
+    "frequency_table_from": 0,  # codecs with an index frequency table count it from this iteration
     "loss": {},  # module-specific; defaults come from the training module
 }
 

@@ -21,6 +21,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from gicl.atomic import atomic_write_bytes
 from gicl.callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
 from gicl.callbacks.codebook import CodebookUsage
+from gicl.callbacks.frequency_table import FrequencyTable
 from gicl.callbacks.progress import IterationProgressBar
 from gicl.callbacks.rd_curves import RDCurves
 from gicl.callbacks.throughput import Throughput
@@ -169,7 +170,8 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     module = module_class(stage["module"])(codec, stage, perceptual)
     ckpt_dir = stage_dir / "checkpoints"
     batch = stage["batch_size"] or config["data"]["batch_size"]
-    callbacks = [
+    callbacks = [  # order matters: the table is flushed before a checkpoint is written
+        FrequencyTable(tcfg["ckpt_every_n_steps"], stage["frequency_table_from"]),
         IterationCheckpoint(ckpt_dir, tcfg["ckpt_every_n_steps"]),
         Throughput(tcfg["log_every_n_steps"], batch),
         IterationProgressBar(stage["max_steps"], name),

@@ -59,6 +59,7 @@ class GANTraining(L.LightningModule):
             NLayerDiscriminator(**stage["discriminator"]) if self.weights["adv"] > 0 else None
         )
         self.iteration = 0
+        self.last_extras: dict[str, Any] = {}
         self.rd_rows: list[dict[str, float]] = []
         self.rd_images: dict[Any, Tensor] = {}
 
@@ -108,13 +109,23 @@ class GANTraining(L.LightningModule):
 
     def generator_objective(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """Total generator loss, its logged parts, and the reconstruction the D step sees."""
-        out: CodecOutput = self.codec(x, self.stage["train_point"])
+        out: CodecOutput = self.codec(x, self.train_point())
+        self.last_extras = out.extras  # for callbacks (index statistics)
         rec, logs = self.distortion(x, out.x_hat)
         adv, adv_logs = self.adversarial_term(rec, out.x_hat)
         vq = out.losses.get("vq", rec.new_zeros(()))
         total = rec + adv + self.weights["codebook"] * vq
         logs.update(adv_logs, rec=rec, vq=vq, bpp=(out.bits() / x[0, 0].numel()).mean())
         return total, logs, out.x_hat
+
+    def train_point(self) -> dict[str, Any] | None:
+        """The stage's `train_point`; `{"sample": true}` draws a random operating point per
+        batch (Control-GIC beyond the paper: ratios sampled per batch rather than fixed)."""
+        point = self.stage["train_point"]
+        if point and point.get("sample"):
+            points = self.codec.operating_points()
+            return points[int(torch.randint(len(points), (1,)))]
+        return point
 
     def discriminator_loss(self, x: Tensor, x_hat: Tensor) -> Tensor:
         return hinge_d_loss(self.discriminator(x), self.discriminator(x_hat.detach()))

@@ -5,8 +5,8 @@
 
 x̂ᵢ decodes the prefix sum of the first i codebooks; all N reconstructions come from one
 encoder pass (the codec decodes them as one batch). Where the paper is silent:
-- L_cbⁱ is the i-th codebook's own loss (its codebook + commitment terms), so codebook i
-  is weighted by the stage that introduces it.
+- L_cbⁱ is the codebook + commitment loss of the i codebooks that x̂ᵢ uses (Σ_{j≤i}), so
+  with p = 0 the final stage still trains every codebook.
 - The adaptive weight w_i is taming's, computed per stage from that stage's
   reconstruction term and generator loss.
 - The discriminator sees every stage's reconstruction, its hinge loss weighted by the same
@@ -50,7 +50,8 @@ class ProgressiveTraining(GANTraining):
         for i, (lam, x_hat) in enumerate(zip(lambdas, out.extras["stage_reconstructions"], strict=True), 1):
             if lam == 0:
                 continue
-            term, parts = self.stage_term(x, x_hat, out.losses[f"vq_stage_{i}"])
+            codebooks = torch.stack([out.losses[f"vq_stage_{j}"] for j in range(1, i + 1)]).sum()
+            term, parts = self.stage_term(x, x_hat, codebooks)
             total = total + lam * term
             logs.update({f"stage{i}/{k}": v for k, v in parts.items()})
         logs["bpp"] = (out.bits() / x[0, 0].numel()).mean()
