@@ -1,0 +1,48 @@
+"""Two CPU processes (gloo DDP) train exactly like one process with the same global batch."""
+
+import shutil
+
+import numpy as np
+import torch
+from conftest import run_cli
+from PIL import Image
+
+
+def identical_image_shards(tmp_path, kodak):
+    """Shards of 8 copies of one crop: every rank's share of a global batch holds the same
+    pixels whatever the world size, so the runs differ only in how they are distributed."""
+    src = tmp_path / "images"
+    src.mkdir()
+    crop = Image.open(kodak / "kodim23.png").convert("RGB").crop((300, 100, 364, 164))
+    crop.save(src / "img0.png")
+    for i in range(1, 8):
+        shutil.copy(src / "img0.png", src / f"img{i}.png")
+    proc = run_cli("data", "shards", str(src), str(tmp_path / "shards" / "s-%03d.tar"), "--maxcount", "3")
+    assert proc.returncode == 0, proc.stderr
+    return str(tmp_path / "shards" / "s-{000..002}.tar")
+
+
+def test_two_process_ddp_matches_one_process(tmp_path, kodak):
+    shards = identical_image_shards(tmp_path, kodak)
+    common = ["--set", f"data.train={shards}", "--set", "data.transform=center_crop_resize",
+              "--set", "stages.train.max_steps=4", "--set", "trainer.val_every_n_steps=1000",
+              "--set", "stages.train.loss.disc_start=2"]
+    for devices in (1, 2):
+        proc = run_cli("fit", "--recipe", "progic", "--profile", "smoke", "--run-dir",
+                       str(tmp_path / f"d{devices}"), "--set", f"trainer.devices={devices}", *common)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if devices == 2:
+            assert "Starting with 2 processes" in proc.stderr + proc.stdout
+            assert "distributed_backend=gloo" in proc.stderr + proc.stdout
+    one = torch.load(tmp_path / "d1/train/checkpoints/last.ckpt", weights_only=True)
+    two = torch.load(tmp_path / "d2/train/checkpoints/last.ckpt", weights_only=True)
+    assert one["gicl"]["iteration"] == two["gicl"]["iteration"] == 4
+    for key, value in one["state_dict"].items():
+        if value.is_floating_point():
+            np.testing.assert_allclose(two["state_dict"][key], value, rtol=1e-3, atol=1e-5, err_msg=key)
+    usage_one = one["callbacks"]["CodebookUsage"]["totals"]
+    usage_two = two["callbacks"]["CodebookUsage"]["totals"]
+    assert usage_one.keys() == usage_two.keys() and len(usage_one) == 5
+    for name in usage_one:
+        assert int(usage_one[name].sum()) > 0
+        assert torch.equal(usage_one[name], usage_two[name]), name
