@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gicl-installed
 
-.PHONY: demo test lint
+.PHONY: demo test test-slurm lint
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-slurm: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m slurm tests/test_slurm.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,323 @@
+"""The training stream: WebDataset shards → fixed-size batches of random crops, per rank.
+
+Every rank yields the same number of batches per epoch (`len(loader)`), so DDP never waits
+on a rank that ran out of data. A rank's n batches come from W streams, one per DataLoader
+worker, batched inside the workers and interleaved round-robin by the DataLoader: batch k is
+stream (k mod W)'s, and stream w makes exactly `len(range(w, n, W))` batches. The order is a
+pure function of (seed, rank, epoch, stream), never of process ids or wall time. After
+`skip_batches(n)`, DataLoader worker i runs stream (i + n) mod W, because the DataLoader
+always polls worker 0 first and batch n belongs to stream n mod W.
+
+Resampled mode (default; ProGIC's "1 % of ImageNet per epoch"): each epoch the shard list
+is permuted by (seed, epoch) and dealt to ranks (rank r takes every R-th shard; with fewer
+shards than ranks every rank uses all), so ranks draw from disjoint shards. Each worker
+draws shards from its rank's share with replacement, forever, through a shuffle buffer, and
+stops after its quota. Batches per rank = ceil(epoch_samples / (world_size · batch_size)).
+
+Non-resampled mode: one epoch is one pass. The manifest's sample counts turn the shard
+list (permuted per epoch) into one sequence of N samples; rank r, worker w take a
+contiguous range of it (only the shards that range touches are read) and shuffle it in
+their buffer. Batches per rank = floor(N / (world_size · batch_size)): the last
+N mod (world_size · batch_size) samples of each epoch's order are DROPPED (the tail of the
+epoch's last shard, a different shard each epoch), so ranks stay disjoint and every other
+sample is seen exactly once per pass.
+
+Batch k of a worker is decoded from the k-th window of `batch_size` raw samples of its
+(shuffled) stream. A sample that cannot be used (corrupt, not an image, a decompression
+bomb, too small under `small_images: skip`) is counted in the batch's `skipped` and
+replaced by the next usable samples after the window (decoded again in their own batch).
+Because window boundaries never depend on decoding, `skip_batches(n)` drops the raw
+samples of n batches without decoding them and resumes exactly where a run stopped; crop
+and flip draws are seeded per (seed, rank, epoch, stream, batch, slot) for the same reason.
+
+Lightning 2.x calls `set_epoch` on `dataloader.sampler`, not on the dataset; the loader
+therefore carries a sampler that forwards `set_epoch` to the dataset (also on a mid-epoch
+restart). Workers are not persistent, so each epoch's iteration sees the new epoch/skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Iterator
+from itertools import chain, islice
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
+from webdataset import shuffle
+from webdataset.shardlists import expand_urls
+
+from gicl.errors import RecipeError, UserError
+
+from .config import resolve_data_config
+from .decode import BadImage, decode_rgb, image_bytes
+from .sample import sample_shards
+from .shards import iter_shard, local_path, manifest_counts
+from .transforms import train_crop
+
+log = logging.getLogger("gicl.data")
+
+# Unusable samples in a row after which the data is declared broken rather than skipped.
+MAX_CONSECUTIVE_BAD = 10_000
+# Shard reads in a row that yield no sample before a resampled stream gives up.
+MAX_EMPTY_SHARDS = 100
+
+
+def build_train_loader(cfg: dict[str, Any], *, batch_size: int, rank: int = 0,
+                       world_size: int = 1, seed: int = 0) -> DataLoader:
+    """DataLoader of {"image": (B, 3, crop, crop) float32 in [0, 1], "skipped": int64 scalar}.
+
+    `cfg` is the recipe's `data` section; `batch_size` is per rank.
+    """
+    cfg = resolve_data_config(cfg)
+    if batch_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need batch_size >= 1 and 0 <= rank < world_size, got "
+                         f"{batch_size}, {rank}, {world_size}")
+    pattern = cfg["train"] if cfg["train"] is not None else sample_shards()
+    urls = expand_urls(str(pattern))
+    missing = [u for u in urls if (p := local_path(u)) is not None and not p.is_file()]
+    if missing:
+        raise UserError(f"shard not found: {missing[0]} (data.train = {pattern}); build shards "
+                        "with `gicl data shards` or fix the pattern")
+    counts = manifest_counts(urls)
+    per_step = world_size * batch_size
+    if cfg["resampled"]:
+        n_batches = math.ceil(_epoch_samples(cfg, counts) / per_step)
+    else:
+        if counts is None:
+            raise RecipeError("data.resampled: false needs the shards' manifest (written by "
+                              "`gicl data shards` beside local shards); for remote shards use "
+                              "resampled mode with data.dataset_size")
+        if cfg["epoch_samples"] is not None or cfg["epoch_fraction"] != 1.0:
+            raise RecipeError("data.epoch_samples / data.epoch_fraction apply to resampled mode "
+                              "only; with data.resampled: false an epoch is one pass")
+        n_batches = sum(counts) // per_step
+        if n_batches == 0:
+            raise RecipeError(f"the {sum(counts)} samples of {pattern} do not fill one batch of "
+                              f"{batch_size} on each of {world_size} rank(s)")
+    dataset = TrainStream(urls, counts, cfg, batch_size=batch_size, rank=rank,
+                          world_size=world_size, seed=seed, n_batches=n_batches)
+    workers = cfg["num_workers"]
+    return StreamLoader(dataset, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                        prefetch_factor=2 if workers else None)
+
+
+def _epoch_samples(cfg: dict[str, Any], counts: list[int] | None) -> int:
+    if cfg["epoch_samples"] is not None:
+        return cfg["epoch_samples"]
+    size = sum(counts) if counts is not None else cfg["dataset_size"]
+    if size is None:
+        raise RecipeError("the shards have no manifest: set data.dataset_size (samples in the "
+                          "shards) or data.epoch_samples")
+    return max(1, round(size * cfg["epoch_fraction"]))
+
+
+class TrainStream(IterableDataset):
+    """Per-rank batches of training crops; see the module docstring for the order."""
+
+    def __init__(self, urls: list[str], counts: list[int] | None, cfg: dict[str, Any], *,
+                 batch_size: int, rank: int, world_size: int, seed: int, n_batches: int) -> None:
+        super().__init__()
+        self.urls, self.counts, self.cfg = urls, counts, cfg
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        self.seed, self.n_batches = seed, n_batches
+        self.epoch = 0
+        self._skip = 0
+        self._warned = False  # one warning per iteration, further skips only counted
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip_batches(self, n: int) -> None:
+        """The next iteration starts after the first `n` batches of this rank's epoch."""
+        if n < 0:
+            raise ValueError(f"cannot skip {n} batches")
+        self._skip = int(n)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # Not a generator function: epoch and skip are read now, when the DataLoader
+        # creates the iterator, not lazily at the first batch.
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # The DataLoader polls worker 0 first; after skipping n batches the next batch (n)
+        # belongs to stream n mod W, so DataLoader worker i runs stream (i + n) mod W.
+        worker = (worker + self._skip) % workers
+        quota = len(range(worker, self.n_batches, workers))
+        skip = len(range(worker, min(self._skip, self.n_batches), workers))
+        if self.cfg["resampled"]:
+            raw = self._shuffled(self._resampled(worker), worker)
+        else:
+            raw = self._one_pass(worker, workers)
+        return self._batches(raw, worker, quota, skip)
+
+    # -- raw sample streams ---------------------------------------------------------------
+
+    def _resampled(self, worker: int) -> Iterator[dict]:
+        order = list(range(len(self.urls)))
+        random.Random(_seed(self.seed, self.epoch, "deal")).shuffle(order)
+        if len(order) >= self.world_size:
+            order = order[self.rank::self.world_size]
+        rng = random.Random(_seed(self.seed, self.rank, self.epoch, worker, "shards"))
+        empty = 0
+        while empty < MAX_EMPTY_SHARDS:
+            empty += 1
+            for sample in iter_shard(self.urls[rng.choice(order)]):
+                empty = 0
+                yield sample
+        raise RuntimeError(f"{MAX_EMPTY_SHARDS} shard reads in a row gave no sample: "
+                           f"the shards of {self.urls[0]}... are empty")
+
+    def _one_pass(self, worker: int, workers: int) -> Iterator[dict]:
+        order = list(range(len(self.urls)))
+        random.Random(_seed(self.seed, self.epoch, "pass")).shuffle(order)
+        b = self.batch_size
+        start = (self.rank * self.n_batches + sum(
+            len(range(v, self.n_batches, workers)) for v in range(worker))) * b
+        length = len(range(worker, self.n_batches, workers)) * b
+        mine = islice(self._cyclic(order, start), length)
+        # Replacements for unusable samples continue past the range, unshuffled.
+        return chain(self._shuffled(mine, worker), self._cyclic(order, start + length))
+
+    def _cyclic(self, order: list[int], position: int) -> Iterator[dict]:
+        """Samples of the epoch's sequence from `position` on, wrapping around at its end."""
+        counts = [self.counts[i] for i in order]
+        position %= sum(counts)
+        index = 0
+        while position >= counts[index]:
+            position -= counts[index]
+            index += 1
+        while True:
+            url = self.urls[order[index]]
+            seen = 0
+            for sample in iter_shard(url):
+                if seen >= position:
+                    yield sample
+                seen += 1
+            if seen != counts[index]:
+                raise RuntimeError(f"{url} holds {seen} samples but its manifest says "
+                                   f"{counts[index]}: rebuild the shards or the manifest")
+            position, index = 0, (index + 1) % len(order)
+
+    def _shuffled(self, samples: Iterator[dict], worker: int) -> Iterator[dict]:
+        bufsize = self.cfg["shuffle_buffer"]
+        if bufsize <= 1:
+            return samples
+        rng = random.Random(_seed(self.seed, self.rank, self.epoch, worker, "shuffle"))
+        return shuffle(bufsize=bufsize, initial=min(100, bufsize), rng=rng)(iter(samples))
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def _batches(self, raw: Iterator[dict], worker: int, quota: int,
+                 skip: int) -> Iterator[dict[str, torch.Tensor]]:
+        source = _Lookahead(raw)
+        b = self.batch_size
+        self._warned = False
+        for k in range(quota):
+            window = source.take(b)
+            if k < skip:
+                continue
+            crops = [self._crop(sample, worker, k, slot) for slot, sample in enumerate(window)]
+            crops = [c for c in crops if c is not None]
+            bad = b - len(crops)
+            if bad:
+                crops += self._replacements(source.peek(), bad, worker, k)
+            yield {"image": torch.stack(crops).float().div_(255),
+                   "skipped": torch.tensor(bad, dtype=torch.int64)}
+
+    def _replacements(self, upcoming: Iterator[dict], n: int, worker: int,
+                      batch: int) -> list[torch.Tensor]:
+        """The next `n` usable crops after a window (slots b, b+1, ... seed their draws)."""
+        out: list[torch.Tensor] = []
+        for tries, sample in enumerate(upcoming):
+            if tries >= MAX_CONSECUTIVE_BAD:
+                raise RuntimeError(f"{MAX_CONSECUTIVE_BAD} samples in a row could not be used "
+                                   f"(last: {sample.get('__url__')}); check the data")
+            crop = self._crop(sample, worker, batch, self.batch_size + tries)
+            if crop is not None:
+                out.append(crop)
+                if len(out) == n:
+                    break
+        return out
+
+    def _crop(self, sample: dict, worker: int, batch: int, slot: int) -> torch.Tensor | None:
+        """The uint8 training crop of a raw sample, or None (logged once) if it is unusable."""
+        cfg = self.cfg
+        rng = np.random.default_rng(_seed(self.seed, self.rank, self.epoch, worker, batch, slot))
+        try:
+            image = decode_rgb(image_bytes(sample), cfg["max_image_pixels"])
+            return train_crop(image, crop=cfg["crop"], transform=cfg["transform"],
+                              small_images=cfg["small_images"], rng=rng)
+        except BadImage as e:
+            if not self._warned:
+                log.warning("data: skipping %s in %s: %s (further skips are only counted, in "
+                            "batch['skipped'])", sample.get("__key__"), sample.get("__url__"), e)
+                self._warned = True
+            return None
+
+
+class _Lookahead:
+    """An iterator that can also show upcoming items without consuming them."""
+
+    def __init__(self, items: Iterator[dict]) -> None:
+        self._items = items
+        self._buffer: deque[dict] = deque()
+
+    def take(self, n: int) -> list[dict]:
+        out = []
+        while len(out) < n:
+            if self._buffer:
+                out.append(self._buffer.popleft())
+            else:
+                out.append(next(self._items))
+        return out
+
+    def peek(self) -> Iterator[dict]:
+        i = 0
+        while True:
+            if i == len(self._buffer):
+                self._buffer.append(next(self._items))
+            yield self._buffer[i]
+            i += 1
+
+
+class _EpochSampler(Sampler):
+    """The IterableDataset placeholder sampler (endless None) that forwards `set_epoch`."""
+
+    def __init__(self, dataset: TrainStream) -> None:
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[None]:
+        while True:
+            yield None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
+class StreamLoader(DataLoader):
+    """DataLoader over a TrainStream: batches come batched from the workers (batch_size=None)."""
+
+    def __init__(self, dataset: TrainStream, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=None, persistent_workers=False, **kwargs)
+        # DataLoader forbids sampler= with an IterableDataset and locks the attribute after
+        # __init__; Lightning only calls set_epoch on `loader.sampler`, so install it here.
+        object.__setattr__(self, "sampler", _EpochSampler(dataset))
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = super().__iter__()  # workers now hold a copy with the pending skip
+        self.dataset.skip_batches(0)  # so the skip applies to this iteration only
+        return iterator
+
+
+def _seed(*parts: object) -> int:
+    """A 64-bit seed from a tuple, stable across processes (unlike hash() of str)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
