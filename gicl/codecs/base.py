@@ -88,6 +88,7 @@ class Codec(nn.Module):
 
     codec_id: ClassVar[str] = ""
     multiple: ClassVar[int] = 16
+    progressive: ClassVar[bool] = False  # True: any prefix of whole sections decodes
 
     def __init__(self) -> None:
         super().__init__()

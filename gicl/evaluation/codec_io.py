@@ -1,0 +1,195 @@
+"""Real round trips: image → codec.compress → container bytes → codec.decompress.
+
+Used by `gicl compress` / `decompress` / `eval`, so that evaluation measures exactly the
+files a user gets. Also the model registry: a small JSON file mapping model fingerprints to
+exported model paths (written by `export` and `compress`), so `gicl decompress IN OUT` finds
+the model a stream names without `--ckpt`. It lives in `$GICL_CACHE/models.json`, else
+`$XDG_CACHE_HOME/gicl/models.json`, else `~/.cache/gicl/models.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gicl import bitstream
+from gicl.atomic import atomic_write_bytes
+from gicl.codecs.base import Codec, EncodedImage
+from gicl.errors import UserError
+from gicl.model_file import load_model_file
+
+
+@dataclass
+class Model:
+    codec: Codec
+    fingerprint: str
+    path: Path
+
+
+@dataclass
+class Decoded:
+    x_hat: Tensor
+    header: bitstream.Header
+    bytes_used: int  # header plus the sections decoded: the size of the prefix that was used
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
+    """Load an exported model file and remember its path under its fingerprint."""
+    path = Path(path).resolve()
+    codec, payload = load_model_file(path, device)
+    model = Model(codec, payload["fingerprint"], path)
+    register_model(model)
+    return model
+
+
+def registry_path() -> Path:
+    if os.environ.get("GICL_CACHE"):
+        root = Path(os.environ["GICL_CACHE"])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gicl"
+    return root / "models.json"
+
+
+def _read_registry() -> dict[str, Any]:
+    try:
+        entries = json.loads(registry_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def register_model(model: Model) -> None:
+    """Record fingerprint → path; a registry that cannot be written only costs a warning."""
+    entries = _read_registry()
+    entry = {"path": str(model.path), "codec": model.codec.codec_id}
+    if entries.get(model.fingerprint) == entry:
+        return
+    entries[model.fingerprint] = entry
+    try:
+        atomic_write_bytes(registry_path(), json.dumps(entries, indent=1, sort_keys=True).encode())
+    except OSError as e:
+        print(f"gicl: warning: cannot update the model registry {registry_path()}: {e}",
+              file=sys.stderr)
+
+
+def model_for_stream(header: bitstream.Header, ckpt: str | Path | None,
+                     device: str | torch.device = "cpu") -> Model:
+    """The model that decodes `header`'s stream: `ckpt` if given, else the registered one."""
+    if ckpt is not None:
+        return load_model(ckpt, device)
+    entry = _read_registry().get(header.fingerprint)
+    if entry and Path(entry["path"]).is_file():
+        model = load_model(entry["path"], device)
+        if model.fingerprint == header.fingerprint:
+            return model
+    raise UserError(f"the stream needs model {header.fingerprint} (codec {header.codec_id}), "
+                    f"which is not in the model registry {registry_path()}: pass --ckpt MODEL")
+
+
+def choose_point(codec: Codec, point_json: str | None, bpp: float | None, h: int,
+                 w: int) -> dict[str, Any]:
+    """The operating point from `--point JSON`, else nearest to `--bpp`, else the codec's
+    highest-rate default point (the last of `operating_points()`)."""
+    if point_json is not None:
+        try:
+            point = json.loads(point_json)
+        except ValueError:
+            raise UserError(f"--point {point_json!r} is not valid JSON; e.g. --point "
+                            f"'{json.dumps(codec.operating_points()[-1])}'") from None
+        if not isinstance(point, dict):
+            raise UserError(f"--point must be a JSON object, got {point_json!r}")
+        return point
+    if bpp is not None:
+        if bpp <= 0:
+            raise UserError(f"--bpp must be positive, got {bpp}")
+        return codec.point_for_bpp(bpp, h, w)
+    return codec.operating_points()[-1]
+
+
+def encode(model: Model, x: Tensor, point: dict[str, Any]) -> tuple[bytes, EncodedImage]:
+    """Compress one (1, 3, H, W) image in [0, 1] into container bytes."""
+    with torch.no_grad():
+        encoded = model.codec.compress(x.to(model.codec.device_of()), point)
+    return bitstream.write(encoded, model.fingerprint, model.codec.codec_id), encoded
+
+
+def decode(model: Model, data: bytes, stages: int | None = None,
+           header: bitstream.Header | None = None,
+           encoded: EncodedImage | None = None) -> Decoded:
+    """Decompress container bytes (or a progressive prefix), optionally only `stages` sections.
+
+    `header`/`encoded` may be passed when the caller already parsed `data`.
+    """
+    if header is None or encoded is None:
+        header, encoded = bitstream.read(data)
+    codec = model.codec
+    if stages is not None:
+        if not getattr(codec, "progressive", False):
+            raise UserError(f"--stages: codec {codec.codec_id} is not progressive; "
+                            "decode the whole stream")
+        if not 1 <= stages <= header.sections_read:
+            raise UserError(f"--stages {stages}: the stream holds {header.sections_read} "
+                            f"section(s) of {header.sections_total}; pass 1..{header.sections_read}")
+        encoded = replace(encoded, sections=encoded.sections[:stages],
+                          checksums=encoded.checksums[:stages])
+        header = replace(header, sections_read=stages)
+    bitstream.check_decodable(header, codec, model.fingerprint)
+    with torch.no_grad():
+        x_hat = codec.decompress(encoded)
+    used = header.header_bytes + sum(bitstream.SECTION_FIELDS + len(s) for s in encoded.sections)
+    return Decoded(x_hat, header, used)
+
+
+def payload_bits(encoded: EncodedImage) -> int:
+    """Bits of the sections' payloads alone (no container header or section fields)."""
+    return 8 * sum(len(s) for s in encoded.sections)
+
+
+def codec_from_checkpoint(path: str | Path) -> tuple[Codec, dict[str, Any]]:
+    """The codec held by a runner's Lightning checkpoint, or by an existing model file.
+
+    A checkpoint holds `state_dict` (the codec's weights under `codec.`, the discriminator's
+    and losses' under other prefixes, which are dropped) and `gicl = {"codec": <config>,
+    "recipe": ..., "stage": ...}`. Returns the codec (CPU, eval mode) and the meta to store.
+    """
+    from gicl.codecs.base import build_codec
+    from gicl.model_file import MODEL_FORMAT
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise UserError(f"{path} is not a checkpoint loadable with weights_only=True "
+                        f"({type(e).__name__}): pass a stage's checkpoints/last.ckpt") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
+        codec, payload = load_model_file(path)
+        return codec, payload.get("meta", {})
+    info = ckpt.get("gicl") if isinstance(ckpt, dict) else None
+    if not isinstance(info, dict) or "codec" not in info or "state_dict" not in ckpt:
+        raise UserError(f"{path} is not a gicl training checkpoint (no 'gicl' codec config "
+                        "or 'state_dict'): pass a stage's checkpoints/last.ckpt")
+    state = {k[len("codec."):]: v for k, v in dict(ckpt["state_dict"]).items()
+             if k.startswith("codec.")}
+    codec = build_codec(info["codec"])
+    try:
+        codec.load_state_dict(state)
+    except RuntimeError as e:  # missing / unexpected keys or shapes: one line per problem
+        problem = str(e).splitlines()[1].strip()
+        raise UserError(f"{path}: the codec weights do not match codec config "
+                        f"{info['codec'].get('name')} ({problem})") from None
+    meta = {k: info[k] for k in ("recipe", "stage") if k in info}
+    meta.update(source=str(path.resolve()), global_step=int(ckpt.get("global_step", -1)))
+    return codec.eval(), meta
