@@ -16,12 +16,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 
 from gicl.atomic import atomic_write_bytes
 from gicl.callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
 from gicl.callbacks.codebook import CodebookUsage
 from gicl.callbacks.frequency_table import FrequencyTable
+from gicl.callbacks.preemption import Preemption
 from gicl.callbacks.progress import IterationProgressBar
 from gicl.callbacks.rd_curves import RDCurves
 from gicl.callbacks.throughput import Throughput
@@ -86,13 +88,16 @@ def build_trainer(trainer_cfg: dict[str, Any], stage: dict[str, Any], stage_dir:
         # discriminator step: DDP must look for unused parameters (DESIGN "Things that bite").
         strategy = DDPStrategy(find_unused_parameters=True,
                                process_group_backend="nccl" if on_gpu else "gloo")
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # gicl's Preemption callback requeues (consistently), not Lightning
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(
         accelerator=trainer_cfg["accelerator"], devices=trainer_cfg["devices"],
         num_nodes=trainer_cfg["num_nodes"], strategy=strategy, precision=precision,
         max_epochs=-1, max_steps=-1,  # the module stops after exactly max_steps iterations
         logger=TensorBoardLogger(save_dir=str(stage_dir), name="tb", version="",
                                  default_hp_metric=False),
-        callbacks=callbacks, plugins=[AtomicCheckpointIO()], enable_checkpointing=False,
+        callbacks=callbacks, plugins=plugins, enable_checkpointing=False,
         log_every_n_steps=trainer_cfg["log_every_n_steps"],
         check_val_every_n_epoch=None, val_check_interval=trainer_cfg["val_every_n_steps"],
         limit_val_batches=trainer_cfg["val_batches"], num_sanity_val_steps=0,
@@ -133,11 +138,8 @@ def freeze(codec: Codec, groups: list[str], where: str) -> None:
 
 
 def resume_checkpoint(stage_dir: Path) -> Path | None:
-    """The newest of `checkpoints/last.ckpt` and the `hpc_ckpt_*.ckpt` Lightning's SLURM
-    environment writes when a job is preempted (USR1) before it requeues the job."""
-    candidates = [stage_dir / "checkpoints" / "last.ckpt", *stage_dir.glob("hpc_ckpt_*.ckpt")]
-    existing = [p for p in candidates if p.is_file()]
-    return max(existing, key=lambda p: p.stat().st_mtime_ns) if existing else None
+    last = stage_dir / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
 
 
 def _comparable(config: dict[str, Any], stage: str) -> dict[str, Any]:
@@ -173,6 +175,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     callbacks = [  # order matters: the table is flushed before a checkpoint is written
         FrequencyTable(tcfg["ckpt_every_n_steps"], stage["frequency_table_from"]),
         IterationCheckpoint(ckpt_dir, tcfg["ckpt_every_n_steps"]),
+        Preemption(ckpt_dir / "last.ckpt"),
         Throughput(tcfg["log_every_n_steps"], batch),
         IterationProgressBar(stage["max_steps"], name),
         LearningRateMonitor(logging_interval="step"),

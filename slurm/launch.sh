@@ -7,6 +7,7 @@
 #SBATCH --requeue
 #SBATCH --signal=USR1@90
 #SBATCH --output=slurm-%x-%j.out
+#SBATCH --open-mode=append
 #
 # Train a gicl recipe under SLURM: one task per GPU, Lightning's SLURM environment, and
 # requeue on preemption (USR1 90 s before the time limit: Lightning saves a checkpoint and
