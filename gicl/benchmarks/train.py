@@ -1,0 +1,92 @@
+"""`gicl bench train`: training throughput (iterations/s, images/s) for 1, 2, ... processes.
+
+Each process count runs the recipe's first stage as a real `gicl fit` subprocess (DDP over
+gloo on CPU, NCCL on GPUs) for `--steps` iterations, validation and periodic checkpoints
+off, and reads the steady-state rate the Throughput callback wrote to TensorBoard (the
+first iteration — start-up, first allocations — is excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gicl.errors import UserError
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser("train", help="training iterations/s and images/s for 1, 2, ... processes")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--profile", default="paper")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--processes", default="1,2", help="comma-separated process counts (default 1,2)")
+    p.add_argument("--steps", type=int, default=8, help="iterations per run (default 8)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def measure(
+    recipe: str, profile: str, overrides: list[str], processes: int, steps: int
+) -> dict[str, Any]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gicl.recipes import resolve
+
+    config = resolve(recipe, profile, overrides)
+    stage = next(iter(config["stages"]))
+    batch = config["stages"][stage]["batch_size"] or config["data"]["batch_size"]
+    with tempfile.TemporaryDirectory(prefix="gicl-bench-train-") as tmp:
+        args = [
+            sys.executable, "-m", "gicl", "fit", "--recipe", recipe, "--profile", profile,
+            "--stage", stage, "--run-dir", tmp, *[a for o in overrides for a in ("--set", o)],
+            "--set", f"trainer.devices={processes}", "--set", f"stages.{stage}.max_steps={steps}",
+            "--set", f"stages.{stage}.perceptual=auto",
+            "--set", "trainer.val_every_n_steps=1000000000", "--set", "trainer.ckpt_every_n_steps=1000000000",
+            "--set", f"trainer.log_every_n_steps={steps - 1}",
+        ]
+        done = subprocess.run(args, capture_output=True, text=True)
+        if done.returncode:
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
+            raise UserError(f"bench train: fit with {processes} process(es) failed: {last}")
+        rates = []
+        for f in Path(tmp, stage, "tb").glob("events.out.tfevents.*"):
+            acc = EventAccumulator(str(f))
+            acc.Reload()
+            if "perf/iterations_per_s" in acc.Tags()["scalars"]:
+                rates += [e.value for e in acc.Scalars("perf/iterations_per_s")]
+    if not rates:
+        raise UserError("bench train: the run logged no throughput; use --steps 3 or more")
+    rate = rates[-1]
+    return {"processes": processes, "global_batch": batch, "iterations_per_s": rate,
+            "images_per_s": rate * batch, "steps": steps, "stage": stage}
+
+
+def run(args: argparse.Namespace) -> int:
+    from gicl.machine import describe_machine, machine_line
+
+    if args.steps < 3:
+        raise UserError("--steps must be at least 3 (the first iteration is not measured)")
+    try:
+        counts = [int(p) for p in args.processes.split(",")]
+    except ValueError:
+        raise UserError(f"--processes expects counts like 1,2, got '{args.processes}'") from None
+    info = describe_machine()
+    results = []
+    for p in counts:
+        print(f"bench train: {args.recipe} ({args.profile}), {p} process(es), {args.steps} iterations",
+              file=sys.stderr)
+        results.append(measure(args.recipe, args.profile, args.overrides, p, args.steps))
+    if args.json:
+        print(json.dumps({"machine": info, "results": results}, indent=2))
+        return 0
+    print(f"machine: {machine_line(info)}")
+    print("processes  global batch  iterations/s  images/s")
+    for r in results:
+        print(f"{r['processes']:9d}  {r['global_batch']:12d}  {r['iterations_per_s']:12.3f}  "
+              f"{r['images_per_s']:8.2f}")
+    return 0
