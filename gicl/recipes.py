@@ -57,6 +57,10 @@ STAGE_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Mappings that an overlay replaces whole instead of merging into: an operating point is one value.
+WHOLE_VALUES = {"train_point"}
+
+
 def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
@@ -103,7 +107,7 @@ def merge(
             if not is_open:
                 raise _unknown(path, list(out))
             out[key] = copy.deepcopy(value)
-        elif isinstance(out[key], dict) and isinstance(value, dict) and out[key]:
+        elif isinstance(out[key], dict) and isinstance(value, dict) and out[key] and key not in WHOLE_VALUES:
             out[key] = merge(out[key], value, path, is_open)
         else:
             out[key] = copy.deepcopy(value)
