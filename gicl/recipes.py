@@ -45,8 +45,9 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "frozen": [],  # codec parameter groups (Codec.parameter_groups) kept fixed
     "max_steps": 1000,  # iterations (batches), whatever the number of optimizers
     "batch_size": None,  # global batch; None → data.batch_size
-    "optimizer": {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9], "weight_decay": 0.0},
-    "disc_optimizer": {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9], "weight_decay": 0.0},
+    "micro_batches": 1,  # split each rank's batch to save memory; still one step per iteration
+    "optimizer": {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9], "weight_decay": 0.0, "eps": 1e-8},
+    "disc_optimizer": {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9], "weight_decay": 0.0, "eps": 1e-8},
     "scheduler": {"name": "constant", "milestones": [], "gamma": 0.1, "warmup_steps": 0},
     "clip_grad_norm": None,
     "perceptual": "auto",  # required | auto | off (DESIGN: pretrained weights policy)

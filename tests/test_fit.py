@@ -94,3 +94,18 @@ def test_sigkill_mid_stage_resumes_like_an_uninterrupted_run(tmp_path):
         for pid, st in opt_a["state"].items():
             assert st["step"] == opt_b["state"][pid]["step"]
             torch.testing.assert_close(opt_b["state"][pid]["exp_avg"], st["exp_avg"], rtol=1e-4, atol=1e-7)
+
+
+def test_micro_batches_train_like_the_whole_batch(tmp_path):
+    # Adam with a large eps steps like SGD: updates scale with the gradient, so a wrongly
+    # scaled or partial accumulation shows, while float noise in near-zero gradients
+    # (which plain Adam turns into ±lr steps) does not.
+    args = ["--set", "stages.pretrain.max_steps=3", "--set", "stages.pretrain.loss.adv=0.0",
+            "--set", "trainer.val_every_n_steps=1000", "--set", "stages.pretrain.optimizer.eps=1.0",
+            "--set", "stages.pretrain.optimizer.lr=0.1"]
+    fit(tmp_path / "whole", *args)
+    fit(tmp_path / "micro", *args, "--set", "stages.pretrain.micro_batches=2")
+    a, b = model_state(tmp_path / "whole/pretrain/final.pt"), model_state(tmp_path / "micro/pretrain/final.pt")
+    for k, v in a.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(b[k], v, rtol=1e-4, atol=1e-7, msg=k)

@@ -37,6 +37,11 @@ GAN_LOSS_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _detached(x_hat: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+    """Reconstruction(s) for the discriminator step, cut from the generator's graph."""
+    return [t.detach() for t in x_hat] if isinstance(x_hat, list) else x_hat.detach()
+
+
 def psnr(x: Tensor, x_hat: Tensor) -> Tensor:
     """PSNR in dB per image, of x̂ clamped to [0, 1] (what a decoder would show)."""
     mse = ((x - x_hat.clamp(0, 1)) ** 2).flatten(1).mean(1)
@@ -139,10 +144,18 @@ class GANTraining(L.LightningModule):
             set_lr(opt.optimizer, self.lr_at(self.iteration))
         opt_g = optimizers[0]
 
+        # micro-batches: one iteration is still one (global) batch and one optimizer step
+        chunks = x.chunk(min(self.stage["micro_batches"], x.shape[0]))
         self.toggle_optimizer(opt_g)
-        total, logs, x_hat = self.generator_objective(x)
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(total)
+        total, logs, fakes = x.new_zeros(()), {}, []
+        for chunk in chunks:
+            part, part_logs, x_hat = self.generator_objective(chunk)
+            self.manual_backward(part / len(chunks))
+            total = total + part.detach() / len(chunks)
+            for k, v in part_logs.items():
+                logs[k] = logs.get(k, 0) + v.detach() / len(chunks)
+            fakes.append(_detached(x_hat))
         self._clip(opt_g)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
@@ -151,15 +164,17 @@ class GANTraining(L.LightningModule):
         if self.gan_active():
             opt_d = optimizers[1]
             self.toggle_optimizer(opt_d)
-            d_loss = self.discriminator_loss(x, x_hat)
             opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
+            for chunk, fake in zip(chunks, fakes, strict=True):
+                part = self.discriminator_loss(chunk, fake)
+                self.manual_backward(part / len(chunks))
+                d_loss = d_loss + part.detach() / len(chunks)
             self._clip(opt_d)
             opt_d.step()
             self.untoggle_optimizer(opt_d)
         self.iteration += 1
 
-        logs.update(loss=total, d_loss=d_loss.detach())
+        logs.update(loss=total, d_loss=d_loss)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, prog_bar=False)
         self.log("train/loss_step", total.detach(), prog_bar=True, logger=False)
         self.log("iteration", float(self.iteration), prog_bar=True, logger=False)
