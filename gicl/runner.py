@@ -9,6 +9,7 @@ rest; `init: previous` loads the previous stage's `final.pt`.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from gicl.recipes import dump, load_yaml
 from gicl.training import module_class
 
 log = logging.getLogger("gicl")
+
+# gicl.data's IterableDataset length is exact by construction (equal batches per rank)
+warnings.filterwarnings("ignore", message=r".*IterableDataset.*has `__len__` defined")
 
 
 def default_run_dir(config: dict[str, Any]) -> Path:
