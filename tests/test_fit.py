@@ -105,7 +105,8 @@ def test_micro_batches_train_like_the_whole_batch(tmp_path):
             "--set", "stages.pretrain.optimizer.lr=0.1"]
     fit(tmp_path / "whole", *args)
     fit(tmp_path / "micro", *args, "--set", "stages.pretrain.micro_batches=2")
-    a, b = model_state(tmp_path / "whole/pretrain/final.pt"), model_state(tmp_path / "micro/pretrain/final.pt")
+    a = model_state(tmp_path / "whole/pretrain/final.pt")
+    b = model_state(tmp_path / "micro/pretrain/final.pt")
     for k, v in a.items():
         if v.is_floating_point():
             torch.testing.assert_close(b[k], v, rtol=1e-4, atol=1e-7, msg=k)

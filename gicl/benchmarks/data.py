@@ -30,15 +30,13 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     import time
 
-    import torch
-
-    from gicl.benchmarks.codec import machine
     from gicl.data import build_train_loader
     from gicl.errors import UserError
+    from gicl.machine import describe_machine
 
     if args.count < args.batch_size or min(args.workers) < 0:
         raise UserError("--count must be >= --batch-size and --workers >= 0")
-    print("machine:", json.dumps(machine(torch.device("cpu"))))
+    print("machine:", json.dumps(describe_machine("cpu")))
     with tempfile.TemporaryDirectory(prefix="gicl-bench-data-") as tmp:
         pattern, megabytes = _make_shard(Path(tmp), args.count)
         print(f"data: {args.count} JPEGs 500x375 q90, {megabytes:.1f} MB "

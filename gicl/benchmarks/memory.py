@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gicl.benchmarks.codec import load_input, parse_size, peak_rss_mb
+from gicl.benchmarks.codec import load_input, peak_rss_mb
+from gicl.commands import parse_size
 from gicl.errors import UserError
 
 

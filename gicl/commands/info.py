@@ -5,19 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from gicl.commands import parse_size
 from gicl.commands.fit import add_recipe_arguments
-from gicl.errors import UserError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'768x512' → (512, 768): WIDTHxHEIGHT as image tools print it."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size expects WIDTHxHEIGHT such as 768x512, got '{text}'") from None
-    if w < 1 or h < 1:
-        raise UserError(f"--size must be positive, got '{text}'")
-    return h, w
 
 
 def register(sub: argparse._SubParsersAction) -> None:

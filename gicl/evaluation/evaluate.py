@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from gicl.evaluation.images import image_size, read_image, to_uint8, write_file,
 from gicl.evaluation.metric_names import PER_IMAGE
 from gicl.evaluation.metrics import PairMetrics, PatchDistribution, check_sizes
 from gicl.evaluation.plots import rd_plot
+from gicl.machine import describe_machine
 
 SUMMARY_FORMAT = "gicl-eval"
 
@@ -65,14 +64,6 @@ def center_crop(x: Tensor, size: int | None) -> Tensor:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def machine() -> dict[str, Any]:
-    info = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def evaluate(model: codec_io.Model, images: list[Path], points: list[dict[str, Any]],
@@ -132,7 +123,7 @@ def evaluate(model: codec_io.Model, images: list[Path], points: list[dict[str, A
         "model": {"path": str(model.path), "fingerprint": model.fingerprint,
                   "codec": model.codec.codec_id},
         "data": str(images[0].parent), "images": len(images), "crop": crop,
-        "metrics": metrics, "device": str(device), "machine": machine(), "points": summaries,
+        "metrics": metrics, "device": str(device), "machine": describe_machine(device), "points": summaries,
     }
     _write_outputs(out, rows, summary)
     return summary

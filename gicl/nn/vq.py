@@ -48,7 +48,9 @@ class VectorQuantizer(nn.Module):
 
     def embed(self, indices: Tensor) -> Tensor:
         """(B, H, W) indices → (B, d, H, W) codewords."""
-        return rearrange(self.embedding(indices), "b h w d -> b d h w")
+        # contiguous: a channels-last view would make convolutions round differently from
+        # the forward pass, and decode must equal forward bit for bit
+        return rearrange(self.embedding(indices), "b h w d -> b d h w").contiguous()
 
     def forward(self, z: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Quantize z. Returns (straight-through zq, indices, vq loss).

@@ -1,0 +1,162 @@
+"""`gicl bench codec`: compress / decompress latency, FLOPs and peak memory of a recipe's codec.
+
+Random weights (latency does not depend on them), eval mode, `torch.no_grad()`, batch 1:
+warm-up runs, then the median of `--repeats` timed runs of `compress` and of `decompress`,
+with the machine named so that figures from different machines are never compared blindly.
+FLOPs (= 2·MACs, `FlopCounterMode`, under `no_grad` — it fails under inference_mode on
+parametrized weights) are those of one `forward` at the codec's default operating point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gicl.commands import parse_size
+from gicl.errors import UserError
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    p = kinds.add_parser(
+        "codec", help="compress/decompress latency, FLOPs and peak memory of a recipe's codec"
+    )
+    p.add_argument("--recipe", required=True, help="recipe name (recipes/NAME.yaml) or YAML path")
+    p.add_argument("--profile", default="paper", help="recipe profile (default: paper)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, e.g. codec.variant=small (repeatable)")
+    p.add_argument("--size", default="768x512", help="image WIDTHxHEIGHT (default 768x512)")
+    p.add_argument("--image", type=Path, default=None,
+                   help="an image tiled and cropped to --size instead of uniform noise")
+    p.add_argument("--point", default=None,
+                   help='operating point as JSON, e.g. \'{"stages": 3}\' (default: the codec\'s)')
+    p.add_argument("--repeats", type=int, default=5, help="timed runs (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--no-flops", dest="flops", action="store_false", help="skip FLOP counting")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def load_input(image: Path | None, h: int, w: int) -> Any:
+    """(1, 3, h, w) in [0, 1]: the image tiled to cover h×w and cropped, or seeded noise."""
+    import numpy as np
+    import torch
+
+    if image is None:
+        return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        arr = np.asarray(Image.open(image).convert("RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise UserError(f"cannot read --image {image}: {e}") from None
+    reps = (-(-h // arr.shape[0]), -(-w // arr.shape[1]), 1)
+    arr = np.tile(arr, reps)[:h, :w]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    # arguments first: a typo fails in a blink, before torch and the recipe load
+    h, w = parse_size(args.size)
+    if args.repeats < 1 or args.warmup < 0:
+        raise UserError("--repeats must be ≥ 1 and --warmup ≥ 0")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be ≥ 1")
+    try:
+        point = json.loads(args.point) if args.point else None
+    except json.JSONDecodeError as e:
+        raise UserError(f"--point is not JSON ({e.msg}): {args.point}") from None
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gicl.codecs import build_codec
+    from gicl.machine import describe_machine
+    from gicl.recipes import resolve
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"--device expects cpu or cuda[:N], got '{args.device}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+    config = resolve(args.recipe, args.profile, args.overrides)
+    codec = build_codec(config["codec"]).eval().to(device)
+    x = load_input(args.image, h, w).to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    enc_ms, dec_ms = [], []
+    with torch.no_grad():
+        for i in range(args.warmup + args.repeats):
+            sync()
+            t0 = time.perf_counter()
+            encoded = codec.compress(x, point)
+            sync()
+            t1 = time.perf_counter()
+            codec.decompress(encoded)
+            sync()
+            t2 = time.perf_counter()
+            if i >= args.warmup:
+                enc_ms.append((t1 - t0) * 1e3)
+                dec_ms.append((t2 - t1) * 1e3)
+        rss = peak_rss_mb()
+        flops = None
+        if args.flops:
+            with FlopCounterMode(display=False) as counter:
+                codec(x, point)
+            flops = counter.get_total_flops()
+    bits = 8 * sum(len(s) for s in encoded.sections)
+    result = {
+        "recipe": config["name"], "profile": args.profile, "overrides": args.overrides,
+        "codec": config["codec"], "size": {"height": h, "width": w},
+        "point": encoded.point, "params_m": sum(p.numel() for p in codec.parameters()) / 1e6,
+        "gflops": None if flops is None else flops / 1e9,
+        "bits": bits, "bpp": bits / (h * w), "repeats": args.repeats, "warmup": args.warmup,
+        "compress_ms": statistics.median(enc_ms), "decompress_ms": statistics.median(dec_ms),
+        "compress_runs_ms": enc_ms, "decompress_runs_ms": dec_ms, "peak_rss_mb": rss,
+        "machine": describe_machine(device),
+    }
+    if device.type == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from gicl.machine import machine_line
+
+    r = measure(args)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    m = r["machine"]
+    overrides = " ".join(f"--set {o}" for o in r["overrides"])
+    print(f"codec {r['codec']['name']} from recipe {r['recipe']} [{r['profile']}] {overrides}")
+    print(f"  {r['size']['width']}×{r['size']['height']}, point {r['point']}, "
+          f"{r['params_m']:.2f} M parameters"
+          + ("" if r["gflops"] is None else f", {r['gflops']:.2f} GFLOPs per forward"))
+    print(f"  payload {r['bits']} bits = {r['bpp']:.4f} bpp")
+    print(f"  compress   {r['compress_ms']:9.1f} ms  (median of {r['repeats']}, "
+          f"{r['warmup']} warm-up)")
+    print(f"  decompress {r['decompress_ms']:9.1f} ms")
+    print(f"  peak RSS   {r['peak_rss_mb']:9.0f} MB"
+          + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""))
+    print(f"  machine: {machine_line(m)}")
+    return 0
