@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gicl.commands import parse_size
+from gicl.commands.fit import add_recipe_arguments
 from gicl.errors import UserError
 
 
@@ -26,10 +27,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "codec", help="compress/decompress latency, FLOPs and peak memory of a recipe's codec"
     )
-    p.add_argument("--recipe", required=True, help="recipe name (recipes/NAME.yaml) or YAML path")
-    p.add_argument("--profile", default="paper", help="recipe profile (default: paper)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe override, e.g. codec.variant=small (repeatable)")
+    add_recipe_arguments(p)
     p.add_argument("--size", default="768x512", help="image WIDTHxHEIGHT (default 768x512)")
     p.add_argument("--image", type=Path, default=None,
                    help="an image tiled and cropped to --size instead of uniform noise")

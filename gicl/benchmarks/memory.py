@@ -25,6 +25,7 @@ from typing import Any
 
 from gicl.benchmarks.codec import load_input, peak_rss_mb
 from gicl.commands import parse_size
+from gicl.commands.fit import add_recipe_arguments
 from gicl.errors import UserError
 
 
@@ -32,10 +33,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser(
         "memory", help="peak RSS of one compress + decompress in a fresh process (windowing on/off)"
     )
-    p.add_argument("--recipe", required=True, help="recipe name (recipes/NAME.yaml) or YAML path")
-    p.add_argument("--profile", default="paper", help="recipe profile (default: paper)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="recipe override (repeatable)")
+    add_recipe_arguments(p)
     p.add_argument("--size", default="768x512", help="image WIDTHxHEIGHT (default 768x512)")
     p.add_argument("--image", type=Path, default=None,
                    help="an image tiled and cropped to --size instead of uniform noise")

@@ -16,14 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gicl.commands.fit import add_recipe_arguments
 from gicl.errors import UserError
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("train", help="training iterations/s and images/s for 1, 2, ... processes")
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--profile", default="paper")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_recipe_arguments(p)
     p.add_argument("--processes", default="1,2", help="comma-separated process counts (default 1,2)")
     p.add_argument("--steps", type=int, default=8, help="iterations per run (default 8)")
     p.add_argument("--json", action="store_true")
