@@ -73,3 +73,28 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tup
     codec = build_codec(payload["codec"])
     codec.load_state_dict(payload["state_dict"])
     return codec.to(device).eval(), payload
+
+
+def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """(codec config, codec state dict, meta) from a model file or a runner's Lightning
+    checkpoint (codec weights under `codec.`, config in `ckpt["gicl"]`); one reader for
+    `init:` in recipes and for `gicl export`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise UserError(f"{path} is not a checkpoint loadable with weights_only=True "
+                        f"({type(e).__name__}): pass a stage's checkpoints/last.ckpt") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
+        payload = read_model_file(path)
+        return payload["codec"], payload["state_dict"], payload.get("meta", {})
+    info = ckpt.get("gicl") if isinstance(ckpt, dict) else None
+    if not isinstance(info, dict) or "codec" not in info or "state_dict" not in ckpt:
+        raise UserError(f"{path} is not a gicl training checkpoint (no 'gicl' codec config "
+                        "or 'state_dict'): pass a stage's checkpoints/last.ckpt")
+    state = {k[len("codec."):]: v for k, v in dict(ckpt["state_dict"]).items() if k.startswith("codec.")}
+    meta = {k: info[k] for k in ("recipe", "stage") if k in info}
+    meta.update(source=str(path.resolve()), global_step=int(ckpt.get("global_step", -1)))
+    return info["codec"], state, meta

@@ -31,7 +31,7 @@ from gicl.callbacks.throughput import Throughput
 from gicl.codecs.base import Codec, build_codec
 from gicl.errors import RecipeError, UserError
 from gicl.losses.perceptual import perceptual_for_policy
-from gicl.model_file import MODEL_FORMAT, save_model_file
+from gicl.model_file import read_codec_weights, save_model_file
 from gicl.recipes import dump, load_yaml
 from gicl.training import module_class
 
@@ -112,16 +112,8 @@ def build_trainer(trainer_cfg: dict[str, Any], stage: dict[str, Any], stage_dir:
 
 def load_codec_weights(codec: Codec, path: Path) -> None:
     """Initialise from a model file or a Lightning checkpoint of the same codec."""
-    if not path.is_file():
-        raise UserError(f"init weights not found: {path}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") == MODEL_FORMAT:
-        name, state = payload["codec"]["name"], payload["state_dict"]
-    elif "state_dict" in payload and "gicl" in payload:
-        name = payload["gicl"]["codec"]["name"]
-        state = {k[len("codec."):]: v for k, v in payload["state_dict"].items() if k.startswith("codec.")}
-    else:
-        raise UserError(f"{path} is neither a gicl model file nor a gicl checkpoint")
+    config, state, _ = read_codec_weights(path)
+    name = config.get("name")
     if name != codec.codec_id:
         raise UserError(f"{path} holds a '{name}' codec; this stage trains '{codec.codec_id}'")
     result = codec.load_state_dict(state, strict=False)

@@ -164,32 +164,14 @@ def codec_from_checkpoint(path: str | Path) -> tuple[Codec, dict[str, Any]]:
     "recipe": ..., "stage": ...}`. Returns the codec (CPU, eval mode) and the meta to store.
     """
     from gicl.codecs.base import build_codec
-    from gicl.model_file import MODEL_FORMAT
+    from gicl.model_file import read_codec_weights
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        raise UserError(f"{path} is not a checkpoint loadable with weights_only=True "
-                        f"({type(e).__name__}): pass a stage's checkpoints/last.ckpt") from None
-    if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
-        codec, payload = load_model_file(path)
-        return codec, payload.get("meta", {})
-    info = ckpt.get("gicl") if isinstance(ckpt, dict) else None
-    if not isinstance(info, dict) or "codec" not in info or "state_dict" not in ckpt:
-        raise UserError(f"{path} is not a gicl training checkpoint (no 'gicl' codec config "
-                        "or 'state_dict'): pass a stage's checkpoints/last.ckpt")
-    state = {k[len("codec."):]: v for k, v in dict(ckpt["state_dict"]).items()
-             if k.startswith("codec.")}
-    codec = build_codec(info["codec"])
+    config, state, meta = read_codec_weights(path)
+    codec = build_codec(config)
     try:
         codec.load_state_dict(state)
     except RuntimeError as e:  # missing / unexpected keys or shapes: one line per problem
         problem = str(e).splitlines()[1].strip()
         raise UserError(f"{path}: the codec weights do not match codec config "
-                        f"{info['codec'].get('name')} ({problem})") from None
-    meta = {k: info[k] for k in ("recipe", "stage") if k in info}
-    meta.update(source=str(path.resolve()), global_step=int(ckpt.get("global_step", -1)))
+                        f"{config.get('name')} ({problem})") from None
     return codec.eval(), meta
