@@ -32,6 +32,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "precision": "auto",  # auto → bf16-mixed on GPU, 32 on CPU
     "seed": 0,
     "log_every_n_steps": 50,
+    "progress_every_s": 30,  # a plain progress line this often when stderr is not a terminal
     "val_every_n_steps": 5000,
     "ckpt_every_n_steps": 1000,
     "val_batches": 4,  # validation images per validation run

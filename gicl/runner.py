@@ -173,7 +173,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
         IterationCheckpoint(ckpt_dir, tcfg["ckpt_every_n_steps"]),
         Preemption(ckpt_dir / "last.ckpt"),
         Throughput(tcfg["log_every_n_steps"], batch),
-        IterationProgressBar(stage["max_steps"], name),
+        IterationProgressBar(stage["max_steps"], name, batch, tcfg["progress_every_s"]),
         LearningRateMonitor(logging_interval="step"),
         CodebookUsage(tcfg["log_every_n_steps"]),
         RDCurves(),

@@ -23,12 +23,30 @@ def sh(*cmd: str, check: bool = True) -> str:
     return done.stdout.strip()
 
 
+def etc_snapshot() -> dict[str, bytes | None]:
+    """Every file under /etc/slurm and /etc/munge with its bytes (None for a directory)."""
+    files: dict[str, bytes | None] = {}
+    for top in (Path("/etc/slurm"), Path("/etc/munge")):
+        for path in [top, *top.rglob("*")] if top.exists() else []:
+            files[str(path)] = path.read_bytes() if path.is_file() else None
+    return files
+
+
+def daemons() -> set[str]:
+    return set(sh("pgrep", "-x", "slurmctld|slurmd|munged", check=False).split())
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail("the SLURM test starts slurmctld/slurmd and needs root")
-    sh("bash", str(REPO / "tests" / "slurm" / "cluster.sh"), str(tmp_path_factory.mktemp("slurm")))
-    return True
+    script, state = REPO / "tests" / "slurm" / "cluster.sh", tmp_path_factory.mktemp("slurm")
+    etc_before, daemons_before = etc_snapshot(), daemons()
+    sh("bash", str(script), "start", str(state))
+    yield True
+    print(sh("bash", str(script), "stop", str(state)))
+    assert daemons() == daemons_before, "a daemon the test started is still running"
+    assert etc_snapshot() == etc_before, "/etc/slurm or /etc/munge differ from before the test"
 
 
 def submit(run_dir: Path, log: Path, *extra: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 
@@ -19,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="gicl: %(message)s")
+    from gicl.logs import setup_logging
+
+    setup_logging()
     import torch
 
     from gicl.cli import main as cli

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 
@@ -31,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump(config), end="")
         return 0
-    logging.basicConfig(level=logging.INFO, format="gicl: %(message)s")
+    from gicl.logs import setup_logging
+
+    setup_logging()
     from gicl.runner import fit
 
     run_dir = fit(config, args.run_dir, args.stage)
