@@ -19,11 +19,11 @@ NOTICES = ("srun", "litlogger", "smaller than the logging interval", "LeafSpec")
 
 
 def test_demo_fit_to_a_file_logs_plain_progress_lines_once(tmp_path):
-    budget = 8
+    budget = 10
     proc = subprocess.Popen(
         [sys.executable, "-m", "gicl", "fit", "--recipe", "progic", "--profile", "demo",
          "--run-dir", str(tmp_path / "run"), "--set", f"stages.train.max_steps={budget}",
-         "--set", "trainer.progress_every_s=1", "--set", "trainer.val_every_n_steps=1000"],
+         "--set", "trainer.progress_every_s=0.5", "--set", "trainer.val_every_n_steps=1000"],
         cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stamped: list[tuple[float, str]] = []  # stdout lines with their arrival time

@@ -7,6 +7,7 @@ Writes into the output directory:
     summary.json   per point: means over images of every per-image column, FID/KID over
                    all 256×256 patches, the model, data and machine it ran on
     rd.png         bpp vs each metric
+    report.html    RD plots, the per-image table and original/decoded crops, self-contained
     recon/pN/*.png the reconstructions the metrics were computed on
 
 Averages follow CompressAI's convention: PSNR and bpp are means of per-image values.
@@ -34,6 +35,7 @@ from gicl.evaluation.images import image_size, read_image, to_uint8, write_file,
 from gicl.evaluation.metric_names import PER_IMAGE
 from gicl.evaluation.metrics import PairMetrics, PatchDistribution, check_sizes
 from gicl.evaluation.plots import rd_plot
+from gicl.evaluation.report import center_crop_uint8, write_report
 from gicl.machine import describe_machine
 
 SUMMARY_FORMAT = "gicl-eval"
@@ -79,6 +81,7 @@ def evaluate(model: codec_io.Model, images: list[Path], points: list[dict[str, A
     pair = PairMetrics(metrics, device)  # both check their weights before any work starts
     dist = PatchDistribution(metrics, device)
     rows: list[dict[str, Any]] = []
+    originals: dict[str, Any] = {}  # center crops of the 8-bit originals, for report.html
     summaries: list[dict[str, Any]] = []
     # one untimed round trip first, so one-off costs (kernel selection, caches) stay out of
     # the first image's timings
@@ -93,6 +96,7 @@ def evaluate(model: codec_io.Model, images: list[Path], points: list[dict[str, A
             ref = to_uint8(x)
             if p_index == 0:
                 dist.add(ref, real=True)
+                originals[path.name] = center_crop_uint8(ref)
             _sync(device)
             t0 = time.perf_counter()
             data, encoded = codec_io.encode(model, x, point)
@@ -126,6 +130,7 @@ def evaluate(model: codec_io.Model, images: list[Path], points: list[dict[str, A
         "metrics": metrics, "device": str(device), "machine": describe_machine(device), "points": summaries,
     }
     _write_outputs(out, rows, summary)
+    write_report(out, rows, summary, originals)
     return summary
 
 
