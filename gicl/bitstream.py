@@ -44,8 +44,9 @@ What each check guarantees:
   decoders, whose desync is systematic (every file of that machine pair shows it) and
   whose symbols after a desync are effectively random: 16 bits miss one desynced section
   in 65 536, and a systematic desync goes unseen over n files with probability 2⁻¹⁶ⁿ.
-- model id, 64 bits: decoding with the wrong model is refused before anything is decoded;
-  64 random bits collide with one of a million models with probability 5·10⁻⁸.
+- model id, 64 bits of the SHA-256 fingerprint: decoding with the wrong model is refused
+  before anything is decoded; a given wrong model shares the id with probability 2⁻⁶⁴, and
+  among a million models any two share one with probability 3·10⁻⁸.
 
 Prefixes: the header carries S, so a stream that ends exactly after section k < S (the
 sections before the last carry their length) is recognisably a prefix; `bind` accepts it
