@@ -55,8 +55,10 @@ def model(tmp: Path, name: str) -> codec_io.Model:
     if name == "progic":  # the 3-stage, 16-codeword ProGIC of the v1 fixture
         return codec_io.load_model(FIXTURES / "progic-tiny.pt")
     torch.manual_seed(0)
-    codec = build_codec({"name": "vqgan", **VQGAN_TINY} if name == "vqgan" else CONTROLGIC_TINY)
-    if name == "controlgic":  # a skewed Huffman table, zeros included
+    coder = {"entropy_coder": "range"} if name == "controlgic-range" else {}
+    codec = build_codec({"name": "vqgan", **VQGAN_TINY} if name == "vqgan"
+                        else {**CONTROLGIC_TINY, **coder})
+    if name.startswith("controlgic"):  # a skewed entropy table, zeros included
         table = torch.rand(64, generator=torch.Generator().manual_seed(1)) ** 4 * 1000
         codec.index_frequencies.copy_(table.long())
     save_model_file(codec, tmp / f"{name}.pt")
@@ -244,3 +246,22 @@ def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypa
     assert all(totals[k] for k in kinds), totals
     assert mutants >= min(2000, 3 * MUTANTS)
     assert growth_mib < 256
+
+
+@pytest.mark.parametrize("name", ["vqgan", "progic", "controlgic", "controlgic-range"])
+def test_every_section_type_refuses_trailing_bytes(tmp_path, monkeypatch, one_thread, name):
+    """Fixed-length (VQGAN, ProGIC, the Control-GIC masks), Huffman and range-coded sections,
+    empty ones included, each with 4 extra bytes in an otherwise valid container."""
+    monkeypatch.setenv("GICL_CACHE", str(tmp_path / "cache"))
+    m = model(tmp_path, name)
+    point = m.codec.operating_points()[0]  # Control-GIC: the medium/fine sections are empty
+    enc = m.codec.compress(image(0, 32, 32), point)
+    if name.startswith("controlgic"):
+        assert not all(enc.sections)  # the empty-section case is exercised
+    codec_io.decode(m, bitstream.write(enc, m.fingerprint, m.codec.operating_points()))
+    for i in range(len(enc.sections)):
+        sections = [s + bytes(4) if j == i else s for j, s in enumerate(enc.sections)]
+        data = bitstream.write(replace(enc, sections=sections), m.fingerprint,
+                               m.codec.operating_points())
+        with pytest.raises(UserError, match="trailing"):
+            codec_io.decode(m, data)
