@@ -1,6 +1,6 @@
 """The `.gic` container: one compressed image, cut-able at section boundaries.
 
-Version 2 (written since gicl's compact container; `docs/bitstream.md` has the rationale).
+Version 2, the compact container (`docs/bitstream.md` has the rationale and figures).
 Integers are unsigned LEB128 varints ("v": 7 bits per byte, low first, shortest form only)
 unless a width is given; fixed-width integers are big-endian.
 
@@ -17,7 +17,7 @@ unless a width is given; fixed-width integers are big-endian.
     2     header check: CRC-16/XMODEM (`binascii.crc_hqx`, initial value 0) of every byte above
     then for each section i < S:
     v     L = payload length; absent for the last section (i = S-1), whose payload runs to
-          the end of the file
+          the end of the file (the file system already knows that length)
     4     section check: CRC-32 (`zlib.crc32`) of the *chain*
               header ‖ P ‖ r_0 ‖ … ‖ r_i,   r_j = v(j) ‖ v(L_j) ‖ c_j ‖ payload_j
           where header is every byte before section 0, P the point as compact JSON (the
