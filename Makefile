@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gicl-installed
 
-.PHONY: demo test test-slurm lint
+.PHONY: demo test test-slurm fuzz lint
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,11 @@ test: $(STAMP)
 
 test-slurm: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m slurm tests/test_slurm.py
+
+# A longer seeded mutation campaign over .gic files of every codec; prints the counts.
+FUZZ_MUTANTS ?= 20000
+fuzz: $(STAMP)
+	GICL_FUZZ_MUTANTS=$(FUZZ_MUTANTS) $(PY) -m pytest -q -s -p no:cacheprovider tests/test_bitstream_fuzz.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

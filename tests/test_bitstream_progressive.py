@@ -90,10 +90,8 @@ def test_progressive_codec_decodes_every_section_boundary_and_refuses_other_cuts
     assert run_main(capsys, "compress", str(small_image), str(stream), "--ckpt",
                     str(tmp_path / "m.pt"))[0] == 0
     data = stream.read_bytes()
-    header, enc = bitstream.read(data)
-    boundaries = [header.header_bytes]
-    for s in enc.sections:
-        boundaries.append(boundaries[-1] + bitstream.SECTION_FIELDS + len(s))
+    parsed = bitstream.read(data)
+    boundaries = [parsed.header.header_bytes, *parsed.ends]
     model = codec_io.load_model(tmp_path / "m.pt")
     expected = {k: to_uint8(codec_io.decode(model, data[:boundaries[k]]).x_hat) for k in (1, 2)}
     assert not torch.equal(expected[1], expected[2])  # the second bit plane refines the image

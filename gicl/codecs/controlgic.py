@@ -380,7 +380,7 @@ class ControlGIC(Codec):
 
     def _read_masks(self, data: bytes, h16: int, w16: int) -> tuple[Masks, Tensor]:
         n16 = h16 * w16
-        coarse = fixed.unpack(data, 1, n16).bool().view(1, 1, h16, w16)
+        coarse = fixed.unpack(data, 1, n16, exact=False).bool().view(1, 1, h16, w16)
         n_bits = 5 * n16 - 4 * int(coarse.sum())
         bits = fixed.unpack(data, 1, n_bits)
         if len(data) != fixed.packed_bits(n_bits, 1) // 8:

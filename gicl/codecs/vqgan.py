@@ -22,6 +22,7 @@ from gicl.codecs.base import (
     verify_symbols,
 )
 from gicl.entropy import fixed
+from gicl.errors import BitstreamError
 from gicl.nn.blocks import Decoder, Encoder, set_attention_window
 from gicl.nn.vq import VectorQuantizer
 
@@ -88,6 +89,8 @@ class VQGAN(Codec):
         )
 
     def decompress(self, encoded: EncodedImage) -> Tensor:
+        if len(encoded.sections) != 1:
+            raise BitstreamError(f"a VQGAN image has 1 section, this one {len(encoded.sections)}")
         h, w = encoded.size
         lh, lw = -(-h // self.multiple), -(-w // self.multiple)
         idx = fixed.unpack(encoded.sections[0], self.index_bits, lh * lw)

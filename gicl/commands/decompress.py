@@ -33,11 +33,12 @@ def run(args: argparse.Namespace) -> int:
         data = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read bitstream {path}: {e.strerror or e}") from None
-    header, encoded = bitstream.read(data)
+    stream = bitstream.read(data)
+    header = stream.header
     model = codec_io.model_for_stream(header, args.ckpt,
                                       args.device or codec_io.default_device())
     start = time.perf_counter()
-    decoded = codec_io.decode(model, data, args.stages, header, encoded)
+    decoded = codec_io.decode(model, data, args.stages, stream)
     ms = (time.perf_counter() - start) * 1e3
     write_png(args.out, to_uint8(decoded.x_hat))
     h, w = header.size

@@ -23,11 +23,15 @@ def pack(symbols: Tensor, bits: int) -> bytes:
     return np.packbits(bit_array.reshape(-1)).tobytes()
 
 
-def unpack(data: bytes, bits: int, count: int) -> Tensor:
-    """Inverse of `pack`; raises BitstreamError when `data` is too short for `count` codes."""
+def unpack(data: bytes, bits: int, count: int, *, exact: bool = True) -> Tensor:
+    """Inverse of `pack`; raises BitstreamError when `data` is too short for `count` codes
+    or, with `exact`, longer (trailing bytes: no writer makes them)."""
     need = (count * bits + 7) // 8
     if len(data) < need:
         raise BitstreamError(f"section holds {len(data)} bytes, {need} needed: the file is truncated")
+    if exact and len(data) > need:
+        raise BitstreamError(f"section holds {len(data)} bytes, {need} expected: it has trailing "
+                             "bytes, the file is corrupted")
     bit_array = np.unpackbits(np.frombuffer(data, dtype=np.uint8, count=need))[: count * bits]
     weights = (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
     values = bit_array.reshape(count, bits).astype(np.int64) @ weights

@@ -115,6 +115,8 @@ class HuffmanCode:
     def decode(self, data: bytes, count: int) -> NDArray[np.int64]:
         """Inverse of `encode` for `count` symbols; BitstreamError if `data` cannot hold them."""
         if count == 0:
+            if data:
+                raise BitstreamError("an index section has trailing bytes: the file is corrupted")
             return np.zeros(0, dtype=np.int64)
         nbits = 8 * len(data)
         if nbits < count * int(self.lengths.min()):

@@ -62,7 +62,7 @@ class StaticRangeCoder:
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, count: int) -> NDArray[np.int64]:
-        if count == 0:
+        if count == 0 and not data:
             return np.zeros(0, dtype=np.int64)
         if len(data) % 4 or not data:
             raise BitstreamError("a range-coded section is not whole 32-bit words: file truncated")
@@ -71,4 +71,8 @@ class StaticRangeCoder:
             out = constriction.stream.queue.RangeDecoder(words).decode(self.model, count)
         except Exception as e:  # constriction reports corrupt input with its own exceptions
             raise BitstreamError(f"a range-coded section cannot be decoded ({e})") from e
-        return np.asarray(out, dtype=np.int64)
+        out = np.asarray(out, dtype=np.int64)
+        if self.encode(out) != data:  # the decoder stops reading early: trailing words pass it
+            raise BitstreamError("a range-coded section is not what the encoder writes for its "
+                                 "symbols (trailing or altered words): the file is corrupted")
+        return out

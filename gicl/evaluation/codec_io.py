@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class Model:
 @dataclass
 class Decoded:
     x_hat: Tensor
-    header: bitstream.Header
+    header: bitstream.Header  # sections_read: the sections decoded
     bytes_used: int  # header plus the sections decoded: the size of the prefix that was used
 
 
@@ -85,16 +85,17 @@ def register_model(model: Model) -> None:
 
 def model_for_stream(header: bitstream.Header, ckpt: str | Path | None,
                      device: str | torch.device = "cpu") -> Model:
-    """The model that decodes `header`'s stream: `ckpt` if given, else the registered one."""
+    """The model that decodes `header`'s stream: `ckpt` if given, else the registered one
+    whose fingerprint starts with the stream's model id."""
     if ckpt is not None:
         return load_model(ckpt, device)
-    entry = _read_registry().get(header.fingerprint)
-    if entry and Path(entry["path"]).is_file():
-        model = load_model(entry["path"], device)
-        if model.fingerprint == header.fingerprint:
-            return model
-    raise UserError(f"the stream needs model {header.fingerprint} (codec {header.codec_id}), "
-                    f"which is not in the model registry {registry_path()}: pass --ckpt MODEL")
+    for fingerprint, entry in _read_registry().items():
+        if header.names_model(fingerprint) and Path(entry["path"]).is_file():
+            model = load_model(entry["path"], device)
+            if header.names_model(model.fingerprint):
+                return model
+    raise UserError(f"the stream needs model {header.model_id}, which is not in the model "
+                    f"registry {registry_path()}: pass --ckpt MODEL")
 
 
 def choose_point(codec: Codec, point_json: str | None, bpp: float | None, h: int,
@@ -121,34 +122,31 @@ def encode(model: Model, x: Tensor, point: dict[str, Any]) -> tuple[bytes, Encod
     """Compress one (1, 3, H, W) image in [0, 1] into container bytes."""
     with torch.no_grad():
         encoded = model.codec.compress(x.to(model.codec.device_of()), point)
-    return bitstream.write(encoded, model.fingerprint, model.codec.codec_id), encoded
+    return bitstream.write(encoded, model.fingerprint, model.codec.operating_points()), encoded
 
 
 def decode(model: Model, data: bytes, stages: int | None = None,
-           header: bitstream.Header | None = None,
-           encoded: EncodedImage | None = None) -> Decoded:
+           stream: bitstream.Stream | None = None) -> Decoded:
     """Decompress container bytes (or a progressive prefix), optionally only `stages` sections.
 
-    `header`/`encoded` may be passed when the caller already parsed `data`.
+    `stream` may be passed when the caller already parsed `data`.
     """
-    if header is None or encoded is None:
-        header, encoded = bitstream.read(data)
+    if stream is None:
+        stream = bitstream.read(data)
     codec = model.codec
     if stages is not None:
+        header = stream.header
         if not getattr(codec, "progressive", False):
             raise UserError(f"--stages: codec {codec.codec_id} is not progressive; "
                             "decode the whole stream")
         if not 1 <= stages <= header.sections_read:
             raise UserError(f"--stages {stages}: the stream holds {header.sections_read} "
                             f"section(s) of {header.sections_total}; pass 1..{header.sections_read}")
-        encoded = replace(encoded, sections=encoded.sections[:stages],
-                          checksums=encoded.checksums[:stages])
-        header = replace(header, sections_read=stages)
-    bitstream.check_decodable(header, codec, model.fingerprint)
+        stream = stream.prefix(stages)
+    encoded = bitstream.bind(stream, codec, model.fingerprint)
     with torch.no_grad():
         x_hat = codec.decompress(encoded)
-    used = header.header_bytes + sum(bitstream.SECTION_FIELDS + len(s) for s in encoded.sections)
-    return Decoded(x_hat, header, used)
+    return Decoded(x_hat, stream.header, stream.bytes_used)
 
 
 def payload_bits(encoded: EncodedImage) -> int:
