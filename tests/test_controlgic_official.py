@@ -255,3 +255,17 @@ def test_cli_round_trip_and_info(model_file, tmp_path, kodak):
                  "input_range          [0.0, 1.0]", "attention_window     0",
                  'vq_distance          "official"', 'entropy_coder        "huffman-official"'):
         assert f"behaviour {line}" in r.stdout, r.stdout
+
+
+def test_recipe_init_takes_the_imported_file(model_file, codec):
+    """A recipe stage's `init:` loads the imported weights into the recipe's codec, which
+    keeps the recipe's own behaviour settings (gicl's defaults here)."""
+    from gicl.codecs import build_codec
+    from gicl.recipes import resolve
+    from gicl.runner import load_codec_weights
+
+    target = build_codec(resolve("controlgic", "paper", [])["codec"])
+    load_codec_weights(target, model_file)
+    assert target.behaviour()["decoder_branches"] == "own"
+    theirs = codec.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in target.state_dict().items())
