@@ -1,7 +1,7 @@
 """Control-GIC (Li et al., ICLR 2025): one VQGAN with three token granularities routed by
 patch information density, and a static entropy code for the indices.
 
-Architecture (SPEC §2; shapes follow the official state dict, 130.36 M parameters):
+Architecture (paper §3; shapes follow the official state dict, 130.36 M parameters):
 - `GranularEncoder`: the taming encoder (ch 128, ch_mult [1,2,2,4,4], 2 res blocks,
   attention at H/8). Its level outputs at H/4, H/8 and H/16 each go through their own head
   (Res–Attn–Res mid block, GroupNorm, SiLU, 3×3 conv to z = 4 channels); the encoder's own
@@ -23,17 +23,17 @@ Architecture (SPEC §2; shapes follow the official state dict, 130.36 M paramete
   shapes are the same either way.
 - Naming: the authors' encoder `mid`/`norm_out`/`conv_out` and decoder `conv_in`/`mid` are
   their *medium* branch; here the un-suffixed names are the *coarse* branch (the taming
-  encoder's own head reads the last level). `gicl/commands/import_controlgic.py` holds the
-  one table between the two.
+  encoder's own head reads the last level). `gicl/importers/controlgic.py` holds the one
+  table between the two.
+- VQ loss: the masked loss of each granularity weighted by the area its tokens cover, which
+  equals the official loss on the hybrid latent at H/4 (where a coarse token appears 16×).
+  β = 0.25 on the commitment term by default; the official code (taming "legacy") puts it on
+  the codebook term: `legacy_vq=True`.
 
 Official behaviour: `OFFICIAL_BEHAVIOUR` lists the options under which this codec computes
 what the authors' released inference computes (input in [0, 1], k − 1 routing, H/4 decoder
 branches, global attention, their VQ distance formula and Huffman tree); imported models
 carry them in their config, and each can be switched back to gicl's choice (docs/controlgic.md).
-- VQ loss: the masked loss of each granularity weighted by the area its tokens cover, which
-  equals the official loss on the hybrid latent at H/4 (where a coarse token appears 16×).
-  β = 0.25 on the commitment term by default; the official code (taming "legacy") puts it on
-  the codebook term: `legacy_vq=True`.
 
 Attention memory: every AttnBlock uses `scaled_dot_product_attention` (flash kernel on
 CPU and GPU: memory linear in tokens), and at inference attends within 64×64-token windows
@@ -83,7 +83,7 @@ from gicl.entropy import fixed
 from gicl.entropy.huffman import HuffmanCode
 from gicl.entropy.static_range import StaticRangeCoder
 from gicl.errors import BitstreamError, RecipeError, UserError
-from gicl.nn.blocks import Decoder, Encoder, MidBlock, group_norm, set_attention_window
+from gicl.nn.blocks import AttnBlock, Decoder, Encoder, MidBlock, group_norm, set_attention_window
 from gicl.nn.vq import VectorQuantizer
 
 PAPER_L = 10.3875
@@ -302,7 +302,6 @@ class ControlGIC(Codec):
         if self.input_range not in INPUT_RANGES:
             raise RecipeError(f"codec.input_range must be [-1, 1] or [0, 1], got {input_range!r}")
         self.router, self.decoder_branches = router, decoder_branches
-        self.attention_window = attention_window
         common = dict(
             ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
             attn_resolutions=list(attn_resolutions), resolution=resolution,
@@ -328,7 +327,9 @@ class ControlGIC(Codec):
         """The options that decide how this model computes (what `gicl info` lists)."""
         return {
             "input_range": list(self.input_range), "router": self.router,
-            "decoder_branches": self.decoder_branches, "attention_window": self.attention_window,
+            "decoder_branches": self.decoder_branches,
+            # read from the blocks: tools (the memory benchmark) may switch it after building
+            "attention_window": next(m.window for m in self.modules() if isinstance(m, AttnBlock)),
             "vq_distance": self.quantizer.distance, "entropy_coder": self.entropy_coder,
         }
 
@@ -373,7 +374,8 @@ class ControlGIC(Codec):
         paper's 10.3875 > log₂K shows); 10.3875 until a table has been accumulated."""
         if self.quantizer.n_embed == 1024 and bool((self.index_frequencies == 1).all()):
             return PAPER_L
-        return float(self._table_coder("huffman").lengths.mean())
+        kind = "huffman-official" if self.entropy_coder == "huffman-official" else "huffman"
+        return float(self._table_coder(kind).lengths.mean())
 
     # ---------------------------------------------------------------- model
     @staticmethod

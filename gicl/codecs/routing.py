@@ -2,14 +2,14 @@
 
 Patch spatial entropy (paper appendix A.2, official code for σ and patch sizes): grayscale
 `0.2989 R + 0.587 G + 0.114 B` of the codec's input (in [−1, 1], or [0, 1] with the
-authors' inference input range: the bins stay at [−1, 1] either way, as in their code); per non-overlapping patch a soft
-histogram over 32 bins at `linspace(−1, 1, 32)` with Gaussian weights
+authors' inference input range: the bins stay at [−1, 1] either way, as in their code); per
+non-overlapping patch a soft histogram over 32 bins at `linspace(−1, 1, 32)` with Gaussian weights
 `exp(−(p − bᵢ)² / 2σ²)`, σ = 0.01, averaged over the patch, normalised, and
 `H = −Σ f̄ log f̄`. The 16×16 histogram is the mean of its four 8×8 histograms (equal
 sizes), so both granularities come from one pass; bins are visited one at a time so memory
 stays at one image plane (1080p would otherwise hold a 32-plane tensor).
 
-Router (SPEC §2), coarse to fine, **per image with exact counts**:
+Router (paper §3.1), coarse to fine, **per image with exact counts**:
 - coarse: the n₃ = round(N₁₆·r₃) lowest-entropy 16×16 patches;
 - medium: among the 8×8 cells not covered by coarse patches, the lowest-entropy ones, so that
   coarse + medium cover round(4·N₁₆·r₃ + N₈·r₂) cells (n₂ = that − 4·n₃);

@@ -18,8 +18,9 @@ the table so that two machines agree bit for bit:
 `HuffmanCode.from_counts_official` builds instead the exact tree of Control-GIC's released
 coder (`CGIC/tools/indices_coding.py`, commit e1c3afe, after bhrigu123/huffman-coding): nodes
 pushed in the order of the released model's `embedding_counter` ParameterDict, whose keys
-`nn.ParameterDict` sorts as strings ('0', '1', '10', '100', '1000', '1001', …), onto a `heapq` that compares frequencies only, two pops merged
-as (left, right) → code bits (0, 1), counts used as they are (zeros included). Its tie
+`nn.ParameterDict` sorts as strings ('0', '1', '10', '100', '1000', '1001', …), onto a
+`heapq` that compares frequencies only, two pops merged as (left, right) → code bits (0, 1),
+counts used as they are (zeros included). Its tie
 handling is the heap's, which only a literal replay reproduces, and its codes are the tree's
 (not canonical). With it, index sections hold the authors' payload bits exactly; their `.bin`
 files add a leading pad-count byte and pad with 1–8 zero bits, which gicl's container, that
