@@ -57,6 +57,16 @@ def test_reduce_payload_never_runs(tmp_path):
     assert marker.exists()
 
 
+def test_legacy_torch_format_is_read_the_same_way(tmp_path):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(3.0)}, "cfg": Payload(str(marker))}, path,
+               _use_new_zipfile_serialization=False)
+    ckpt = read_foreign_checkpoint(path)
+    assert not marker.exists() and isinstance(ckpt["cfg"], Inert)
+    assert torch.equal(ckpt["state_dict"]["w"], torch.arange(3.0))
+
+
 def test_checkpoint_of_another_model_is_one_line(tmp_path):
     with torch.device("meta"):
         other = build_codec({"name": "vqgan"}).state_dict()
