@@ -1,14 +1,15 @@
 """Control-GIC (Li et al., ICLR 2025): one VQGAN with three token granularities routed by
 patch information density, and a static entropy code for the indices.
 
-Architecture (SPEC §2; shapes follow the official state dict, 130.36 M parameters):
+Architecture (paper §3; shapes follow the official state dict, 130.36 M parameters):
 - `GranularEncoder`: the taming encoder (ch 128, ch_mult [1,2,2,4,4], 2 res blocks,
   attention at H/8). Its level outputs at H/4, H/8 and H/16 each go through their own head
   (Res–Attn–Res mid block, GroupNorm, SiLU, 3×3 conv to z = 4 channels); the encoder's own
   mid/norm_out/conv_out is the coarse head. 1×1 `quant_conv`, one shared codebook K = 1024,
   d = 4.
 - Router (`routing.py`): masks m₃ (coarse, H/16), m₂ (medium, H/8), m₁ (fine, H/4) from
-  ratios (r₁ fine, r₂ medium, r₃ coarse), per image with exact counts.
+  ratios (r₁ fine, r₂ medium, r₃ coarse), per image with exact counts (or the official
+  k − 1 rule, `router="official"`).
 - Hybrid latent (eq. 2): ẑ = ẑ₁⊙m₁ + up2(ẑ₂⊙m₂) + up4(ẑ₃⊙m₃), nearest upsampling.
 - `ConditionalDecoder` (eq. 3–4), MoVQ SpatialNorm conditioned on ẑ everywhere, 3 res
   blocks per level, attention at H/8. Three conv_in + mid branches, each at its own
@@ -17,12 +18,22 @@ Architecture (SPEC §2; shapes follow the official state dict, 130.36 M paramete
   the H/4 level the fine positions by the fine branch on ẑ. Other positions keep the
   decoder's own features (eq. 4's D(y)⊙(1−m) term). The official code instead runs all
   three branches at H/4 and average-pools afterwards, and zeroes the non-medium, non-coarse
-  positions at H/8; we follow the paper's equations, which also keeps the coarse and medium
-  branches 16× and 4× cheaper. Parameter shapes are unchanged.
+  positions at H/8 (`decoder_branches="official"`); by default we follow the paper's
+  equations, which also keeps the coarse and medium branches 16× and 4× cheaper. Parameter
+  shapes are the same either way.
+- Naming: the authors' encoder `mid`/`norm_out`/`conv_out` and decoder `conv_in`/`mid` are
+  their *medium* branch; here the un-suffixed names are the *coarse* branch (the taming
+  encoder's own head reads the last level). `gicl/importers/controlgic.py` holds the one
+  table between the two.
 - VQ loss: the masked loss of each granularity weighted by the area its tokens cover, which
   equals the official loss on the hybrid latent at H/4 (where a coarse token appears 16×).
   β = 0.25 on the commitment term by default; the official code (taming "legacy") puts it on
   the codebook term: `legacy_vq=True`.
+
+Official behaviour: `OFFICIAL_BEHAVIOUR` lists the options under which this codec computes
+what the authors' released inference computes (input in [0, 1], k − 1 routing, H/4 decoder
+branches, global attention, their VQ distance formula and Huffman tree); imported models
+carry them in their config, and each can be switched back to gicl's choice (docs/controlgic.md).
 
 Attention memory: every AttnBlock uses `scaled_dot_product_attention` (flash kernel on
 CPU and GPU: memory linear in tokens), and at inference attends within 64×64-token windows
@@ -67,12 +78,12 @@ from gicl.codecs.base import (
     symbols_checksum,
     verify_symbols,
 )
-from gicl.codecs.routing import Masks, patch_entropies, route
+from gicl.codecs.routing import ROUTER_RULES, Masks, patch_entropies, route
 from gicl.entropy import fixed
 from gicl.entropy.huffman import HuffmanCode
 from gicl.entropy.static_range import StaticRangeCoder
 from gicl.errors import BitstreamError, RecipeError, UserError
-from gicl.nn.blocks import Decoder, Encoder, MidBlock, group_norm, set_attention_window
+from gicl.nn.blocks import AttnBlock, Decoder, Encoder, MidBlock, group_norm, set_attention_window
 from gicl.nn.vq import VectorQuantizer
 
 PAPER_L = 10.3875
@@ -91,6 +102,18 @@ OPERATING_RATIOS = (
     (0.0, 0.10, 0.90), (0.0, 0.23, 0.77), (0.10, 0.67, 0.23), (0.25, 0.55, 0.20),
     (0.37, 0.46, 0.17), (0.50, 0.40, 0.10), (0.61, 0.30, 0.09), (0.90, 0.10, 0.0),
 )
+
+
+ENTROPY_CODERS = ("huffman", "huffman-official", "range")
+INPUT_RANGES = ((-1.0, 1.0), (0.0, 1.0))
+DECODER_BRANCHES = ("own", "official")
+VQ_DISTANCES = ("reduced", "official")
+# How the authors' released inference computes (commit e1c3afe); `gicl import controlgic`
+# writes these into the model file. The constructor defaults are gicl's own choices.
+OFFICIAL_BEHAVIOUR: dict[str, Any] = {
+    "input_range": [0.0, 1.0], "router": "official", "decoder_branches": "official",
+    "attention_window": 0, "vq_distance": "official", "entropy_coder": "huffman-official",
+}
 
 
 def theoretical_bpp(ratios: Sequence[float], L: float = PAPER_L) -> float:
@@ -113,6 +136,32 @@ def curve_ratios() -> list[tuple[float, float, float]]:
 
 def _head(x: Tensor, mid: MidBlock, norm: nn.GroupNorm, conv: nn.Conv2d) -> Tensor:
     return conv(F.silu(norm(mid(x))))
+
+
+class GranularQuantizer(VectorQuantizer):
+    """The shared codebook, with the distance formula as an option.
+
+    "official": `|z|² + |e|² − 2 z·e` in the authors' order of operations; "reduced": gicl's
+    `|e|² − 2 z·e` (the argmin is the same in exact arithmetic; in float32 the two can pick
+    different codewords where the two nearest are within rounding, e.g. 5.4e-7 apart).
+    """
+
+    def __init__(self, n_embed: int, embed_dim: int, *, distance: str, **kwargs: Any) -> None:
+        super().__init__(n_embed, embed_dim, **kwargs)
+        self.distance = distance
+
+    def indices(self, z: Tensor) -> Tensor:
+        if self.distance == "reduced":
+            return super().indices(z)
+        b, d, h, w = z.shape
+        flat = z.float().permute(0, 2, 3, 1).reshape(-1, d)
+        e = self.embedding.weight.float()
+        e2, et = (e**2).sum(1), e.t()
+        out = [  # chunked like nearest_codeword: a 1080p H/4 map would need 0.5 GB at once
+            ((part**2).sum(1, keepdim=True) + e2 - 2 * torch.einsum("bd,dn->bn", part, et)).argmin(1)
+            for part in flat.split(8192)
+        ]
+        return torch.cat(out).view(b, h, w)
 
 
 class GranularEncoder(Encoder):
@@ -173,18 +222,30 @@ class ConditionalDecoder(Decoder):
         self.mid_fine = MidBlock(c_fine, dropout=dropout, zq_channels=zq_channels)
 
     def forward(  # type: ignore[override]
-        self, z: Tensor, zq: Tensor, medium: Tensor, fine: Tensor
+        self, z: Tensor, zq: Tensor, masks: Masks, branches: str = "own"
     ) -> Tensor:
         """z: post-quant hybrid latent at H/4; zq: the hybrid codewords (SpatialNorm input);
-        medium (B, 1, H/8, W/8) and fine (B, 1, H/4, W/4): bool masks."""
-        h = self.mid(self.conv_in(F.avg_pool2d(z, 4)), zq)
+        masks: bool (B, 1, ·, ·) at H/16, H/8, H/4. branches: "own" (each branch at its own
+        resolution) or "official" (all three at H/4, pooled after, as the authors' code)."""
         top = len(self.up) - 1
+        if branches == "official":
+            coarse = F.avg_pool2d(self.mid(self.conv_in(z), zq), 4)
+            medium = F.avg_pool2d(self.mid_medium(self.conv_in_medium(z), zq), 2)
+            fine = self.mid_fine(self.conv_in_fine(z), zq)
+            h = coarse
+        else:
+            h = self.mid(self.conv_in(F.avg_pool2d(z, 4)), zq)
         for i in reversed(range(len(self.up))):
             if i == top - 1:
-                branch = self.mid_medium(self.conv_in_medium(F.avg_pool2d(z, 2)), zq)
-                h = torch.where(medium, branch, h)
+                if branches == "official":  # positions neither coarse nor medium are zeroed
+                    kept = masks.coarse.repeat_interleave(2, -2).repeat_interleave(2, -1)
+                    h = torch.where(masks.medium, medium, torch.where(kept, h, 0.0))
+                else:
+                    branch = self.mid_medium(self.conv_in_medium(F.avg_pool2d(z, 2)), zq)
+                    h = torch.where(masks.medium, branch, h)
             elif i == top - 2:
-                h = torch.where(fine, self.mid_fine(self.conv_in_fine(z), zq), h)
+                branch = fine if branches == "official" else self.mid_fine(self.conv_in_fine(z), zq)
+                h = torch.where(masks.fine, branch, h)
             level = self.up[i]
             h = level(h, zq)
             if hasattr(level, "upsample"):
@@ -203,17 +264,44 @@ class ControlGIC(Codec):
         embed_dim: int = 4, n_embed: int = 1024, beta: float = 0.25, legacy_vq: bool = False,
         dropout: float = 0.0, attention_window: int = 64,
         default_ratios: list[float] = TRAIN_RATIOS, entropy_coder: str = "huffman",
+        input_range: list[float] = (-1.0, 1.0), router: str = "exact",
+        decoder_branches: str = "own", vq_distance: str = "reduced",
     ) -> None:
-        """attention_window: latent tokens per side of an inference attention window (0 =
-        global). default_ratios: (r₁ fine, r₂ medium, r₃ coarse) when forward gets no point.
-        entropy_coder: "huffman" (the paper) or "range"."""
+        """default_ratios: (r₁ fine, r₂ medium, r₃ coarse) when forward gets no point.
+
+        Behaviour options (docs/controlgic.md; `OFFICIAL_BEHAVIOUR` holds the authors' values,
+        which `gicl import controlgic` writes; the defaults here are gicl's own choices):
+        - input_range: [-1, 1] (gicl, the authors' training loader) or [0, 1] (the authors'
+          inference script): the range the network sees; the decoder output is mapped back
+          from it. A model works well only in the range it was trained for.
+        - router: "exact" (exactly round(N·r) patches per image) or "official" (strict `<`
+          against the k-th smallest entropy: k − 1 patches); see `routing.py`.
+        - decoder_branches: "own" (coarse/medium branches at H/16 and H/8 on the pooled
+          latent, paper eq. 3–4) or "official" (all three at H/4, average-pooled after, and
+          fine positions zeroed before the H/8 level): same weights, different outputs; "own"
+          runs the coarse and medium branches on 16× and 4× fewer positions.
+        - attention_window: latent tokens per side of an inference attention window, 0 =
+          global (official: exact global attention at any size, quadratic memory).
+        - vq_distance: "reduced" or "official" (see `GranularQuantizer`).
+        - entropy_coder: "huffman" (canonical, gicl's tie-breaking), "huffman-official" (the
+          released coder's tree, byte-exact payloads) or "range" (24-bit static range coder).
+        """
         super().__init__()
         if len(ch_mult) != 5:
             raise RecipeError(
                 f"codec.ch_mult needs 5 levels (tokens at H/4, H/8, H/16), got {list(ch_mult)}"
             )
-        if entropy_coder not in ("huffman", "range"):
-            raise RecipeError(f"codec.entropy_coder must be 'huffman' or 'range', got '{entropy_coder}'")
+        _choice("entropy_coder", entropy_coder, ENTROPY_CODERS)
+        _choice("router", router, ROUTER_RULES)
+        _choice("decoder_branches", decoder_branches, DECODER_BRANCHES)
+        _choice("vq_distance", vq_distance, VQ_DISTANCES)
+        try:
+            self.input_range = tuple(float(v) for v in input_range)
+        except (TypeError, ValueError):
+            self.input_range = ()
+        if self.input_range not in INPUT_RANGES:
+            raise RecipeError(f"codec.input_range must be [-1, 1] or [0, 1], got {input_range!r}")
+        self.router, self.decoder_branches = router, decoder_branches
         common = dict(
             ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
             attn_resolutions=list(attn_resolutions), resolution=resolution,
@@ -221,7 +309,9 @@ class ControlGIC(Codec):
         )
         self.encoder = GranularEncoder(**common)
         self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
-        self.quantizer = VectorQuantizer(n_embed, embed_dim, beta=beta, legacy=legacy_vq)
+        self.quantizer = GranularQuantizer(
+            n_embed, embed_dim, beta=beta, legacy=legacy_vq, distance=vq_distance
+        )
         self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
         self.decoder = ConditionalDecoder(**common, zq_channels=embed_dim)
         self.register_buffer("index_frequencies", torch.ones(n_embed, dtype=torch.int64))
@@ -232,6 +322,16 @@ class ControlGIC(Codec):
         self.entropy_coder = entropy_coder
         self._coders: dict[str, tuple[Tensor, int, Tensor, HuffmanCode | StaticRangeCoder]] = {}
         set_attention_window(self, attention_window)
+
+    def behaviour(self) -> dict[str, Any]:
+        """The options that decide how this model computes (what `gicl info` lists)."""
+        return {
+            "input_range": list(self.input_range), "router": self.router,
+            "decoder_branches": self.decoder_branches,
+            # read from the blocks: tools (the memory benchmark) may switch it after building
+            "attention_window": next(m.window for m in self.modules() if isinstance(m, AttnBlock)),
+            "vq_distance": self.quantizer.distance, "entropy_coder": self.entropy_coder,
+        }
 
     # ---------------------------------------------------------------- frequency table
     @torch.no_grad()
@@ -252,6 +352,8 @@ class ControlGIC(Codec):
                 coder = cached[3]
             elif kind == "huffman":
                 coder = HuffmanCode.from_counts(table.numpy())
+            elif kind == "huffman-official":
+                coder = HuffmanCode.from_counts_official(table.numpy())
             else:
                 coder = StaticRangeCoder(table.numpy())
             # holding the tensor keeps its id from being reused by another table
@@ -272,7 +374,8 @@ class ControlGIC(Codec):
         paper's 10.3875 > log₂K shows); 10.3875 until a table has been accumulated."""
         if self.quantizer.n_embed == 1024 and bool((self.index_frequencies == 1).all()):
             return PAPER_L
-        return float(self._table_coder("huffman").lengths.mean())
+        kind = "huffman-official" if self.entropy_coder == "huffman-official" else "huffman"
+        return float(self._table_coder(kind).lengths.mean())
 
     # ---------------------------------------------------------------- model
     @staticmethod
@@ -296,11 +399,19 @@ class ControlGIC(Codec):
             raise UserError(f"unknown key '{unknown[0]}' in a Control-GIC point (known: ratios)")
         return self._check_ratios(point.get("ratios"), "point.ratios")
 
+    def model_input(self, x: Tensor) -> Tensor:
+        """Image in [0, 1] → the network's input range, padded to a multiple of 16."""
+        xp = pad_to_multiple(x, self.multiple)
+        return xp * 2 - 1 if self.input_range == (-1.0, 1.0) else xp
+
     def _analyse(self, x: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Latents (fine, medium, coarse) and patch entropies (e8, e16) of x padded to 16."""
-        xp = pad_to_multiple(x, self.multiple) * 2 - 1
+        xp = self.model_input(x)
         latents = tuple(self.quant_conv(z) for z in self.encoder(xp))
         return latents, patch_entropies(xp)  # type: ignore[return-value]
+
+    def _route(self, e8: Tensor, e16: Tensor, ratios: Sequence[float]) -> Masks:
+        return route(e8, e16, ratios, rule=self.router)
 
     @staticmethod
     def _hybrid(zq: dict[str, Tensor], masks: Masks) -> Tensor:
@@ -310,9 +421,14 @@ class ControlGIC(Codec):
         out = out + F.interpolate(zq["medium"] * m["medium"], scale_factor=2.0, mode="nearest")
         return out + F.interpolate(zq["coarse"] * m["coarse"], scale_factor=4.0, mode="nearest")
 
+    def decode_latent(self, zq: Tensor, masks: Masks) -> Tensor:
+        """Decoder output in the network's range (the authors' `CGIC.decode`)."""
+        return self.decoder(self.post_quant_conv(zq), zq, masks, self.decoder_branches)
+
     def _decode(self, zq: Tensor, masks: Masks, size: tuple[int, int]) -> Tensor:
-        x = self.decoder(self.post_quant_conv(zq), zq, masks.medium, masks.fine)
-        return ((x + 1) / 2)[..., : size[0], : size[1]]
+        x = self.decode_latent(zq, masks)
+        x = (x + 1) / 2 if self.input_range == (-1.0, 1.0) else x
+        return x[..., : size[0], : size[1]]
 
     @staticmethod
     def mask_bits(masks: Masks) -> Tensor:
@@ -325,7 +441,7 @@ class ControlGIC(Codec):
         information of the coded tokens, before byte padding) and of the raw masks."""
         ratios = self._ratios(point)
         latents, (e8, e16) = self._analyse(x)
-        masks = route(e8, e16, ratios)
+        masks = self._route(e8, e16, ratios)
         m = masks.as_dict()
         zq, idx, rate, weighted, area = {}, {}, {}, [], []
         bits = self.symbol_bits(x.device)
@@ -371,7 +487,7 @@ class ControlGIC(Codec):
             raise ValueError("compress takes one image (1, 3, H, W)")
         ratios = self._ratios(point)
         latents, (e8, e16) = self._analyse(x)
-        masks = route(e8, e16, ratios)
+        masks = self._route(e8, e16, ratios)
         streams = self._streams(self._indices(latents), masks)
         return EncodedImage(
             sections=self._sections(streams), checksums=[symbols_checksum(s) for s in streams],
@@ -439,7 +555,7 @@ class ControlGIC(Codec):
             idx = self._indices(latents)
 
         def real_bpp(i: int) -> float:
-            masks = route(e8, e16, grid[i])
+            masks = self._route(e8, e16, grid[i])
             return 8 * sum(map(len, self._sections(self._streams(idx, masks)))) / (h * w)
 
         seen = {}
@@ -455,6 +571,11 @@ class ControlGIC(Codec):
 
     def last_decoder_layer(self) -> Tensor:
         return self.decoder.conv_out.weight
+
+
+def _choice(key: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise RecipeError(f"codec.{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def count_split(codec: ControlGIC) -> dict[str, int]:

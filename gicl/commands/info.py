@@ -1,4 +1,5 @@
-"""`gicl info`: parameters, FLOPs and operating points of a recipe's codec (no training)."""
+"""`gicl info`: parameters, FLOPs, operating points and behaviour options of a recipe's codec
+or of a model file (`--recipe MODEL.pt`, `--set codec.KEY=VALUE` to see a switched option)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gicl.info import describe
+    from gicl.info import describe, model_file_config
     from gicl.recipes import resolve
 
-    info = describe(resolve(args.recipe, args.profile, args.overrides), parse_size(args.size))
+    if args.recipe.endswith(".pt"):  # a model file (exported or imported)
+        config = model_file_config(args.recipe, args.overrides)
+    else:
+        config = resolve(args.recipe, args.profile, args.overrides)
+    info = describe(config, parse_size(args.size))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -31,4 +36,6 @@ def run(args: argparse.Namespace) -> int:
     f = info["flops"]
     print(f"  FLOPs at {f['size']}: {f['total'] / 1e9:.2f} G ({f['convention']})")
     print(f"  operating points: {json.dumps(info['operating_points'])}")
+    for key, value in info.get("behaviour", {}).items():
+        print(f"  behaviour {key:20s} {json.dumps(value)}")
     return 0

@@ -15,6 +15,17 @@ the table so that two machines agree bit for bit:
   counts; if it happens, counts are halved (kept ≥ 1) until it does not, a deterministic
   rescaling that only touches such tables.
 
+`HuffmanCode.from_counts_official` builds instead the exact tree of Control-GIC's released
+coder (`CGIC/tools/indices_coding.py`, commit e1c3afe, after bhrigu123/huffman-coding): nodes
+pushed in the order of the released model's `embedding_counter` ParameterDict, whose keys
+`nn.ParameterDict` sorts as strings ('0', '1', '10', '100', '1000', '1001', …), onto a
+`heapq` that compares frequencies only, two pops merged as (left, right) → code bits (0, 1),
+counts used as they are (zeros included). Its tie
+handling is the heap's, which only a literal replay reproduces, and its codes are the tree's
+(not canonical). With it, index sections hold the authors' payload bits exactly; their `.bin`
+files add a leading pad-count byte and pad with 1–8 zero bits, which gicl's container, that
+length-prefixes every section and knows each symbol count, does not need.
+
 Encoding and decoding are vectorised with numpy: the decoder evaluates the code at *every*
 bit offset at once, then follows the chain of code starts by pointer doubling, so no
 per-symbol Python loop runs.
@@ -74,6 +85,39 @@ class HuffmanCode:
     @classmethod
     def from_counts(cls, counts: NDArray[np.int64]) -> HuffmanCode:
         return cls.from_lengths(huffman_lengths(counts))
+
+    @classmethod
+    def from_counts_official(cls, counts: NDArray[np.int64]) -> HuffmanCode:
+        """The released Control-GIC coder's tree, replayed literally (module docstring)."""
+
+        class Node:  # compares by frequency only, exactly as the released HeapNode
+            def __init__(self, freq: int, symbol: int = -1, children: tuple = ()) -> None:
+                self.freq, self.symbol, self.children = freq, symbol, children
+
+            def __lt__(self, other: Node) -> bool:
+                return self.freq < other.freq
+
+        counts = np.asarray(counts)
+        if len(counts) < 2:
+            raise ValueError("a Huffman code needs at least two symbols")
+        heap: list[Node] = []
+        for s in sorted(range(len(counts)), key=str):
+            heapq.heappush(heap, Node(int(counts[s]), s))
+        while len(heap) > 1:
+            left, right = heapq.heappop(heap), heapq.heappop(heap)
+            heapq.heappush(heap, Node(left.freq + right.freq, children=(left, right)))
+        lengths = np.zeros(len(counts), dtype=np.int64)
+        codes = np.zeros(len(counts), dtype=np.uint64)
+        stack = [(heap[0], 0, 0)]
+        while stack:
+            node, code, depth = stack.pop()
+            if node.children:
+                stack += [(child, (code << 1) | bit, depth + 1) for bit, child in enumerate(node.children)]
+            else:
+                lengths[node.symbol], codes[node.symbol] = depth, code
+        if lengths.max() > MAX_CODE_LENGTH:
+            raise ValueError(f"the frequency table gives codes longer than {MAX_CODE_LENGTH} bits")
+        return cls(lengths=lengths, codes=codes)
 
     @classmethod
     def from_lengths(cls, lengths: NDArray[np.int64]) -> HuffmanCode:
@@ -153,10 +197,10 @@ class HuffmanCode:
     def _lookup(self, window: NDArray[np.uint64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Length and symbol of the code that begins each `max_length`-bit window."""
         m = self.max_length
-        order = np.lexsort((np.arange(len(self.lengths)), self.lengths))
-        lens = self.lengths[order]
-        # left-justified code values are increasing in canonical order: the code in a window
-        # is the last one whose left-justified value is <= the window
-        left = self.codes[order] << (m - lens).astype(np.uint64)
-        rank = np.searchsorted(left, window, side="right") - 1
-        return lens[rank], order[rank]
+        # in a complete prefix code the left-justified code values split the window range
+        # into one interval per code: the code in a window is the last one whose value is
+        # <= the window (canonical or not)
+        left = self.codes << (m - self.lengths).astype(np.uint64)
+        order = np.argsort(left, kind="stable")
+        rank = np.searchsorted(left[order], window, side="right") - 1
+        return self.lengths[order][rank], order[rank]
