@@ -34,7 +34,7 @@ from webdataset.tariterators import tarfile_samples
 
 from gicl.atomic import atomic_write_bytes
 from gicl.errors import UserError
-from gicl.evaluation.images import IMAGE_SUFFIXES
+from gicl.images import IMAGE_SUFFIXES
 
 MANIFEST_SUFFIX = "manifest.json"
 _EXTENSION = {".jpeg": "jpg", ".tif": "tiff"}

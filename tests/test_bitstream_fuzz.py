@@ -21,7 +21,7 @@ from test_bitstream_progressive import BitPlaneVQ, tiny_model
 from gicl import bitstream
 from gicl.errors import BitstreamError
 from gicl.evaluation import codec_io
-from gicl.evaluation.images import read_image
+from gicl.images import read_image
 
 
 def reseal(data: bytearray, header_bytes: int) -> bytes:

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from gicl.evaluation import codec_io
-    from gicl.evaluation.images import read_image, write_file
+    from gicl.images import read_image, write_file
 
     x = read_image(args.image)
     model = codec_io.load_model(args.ckpt, args.device or codec_io.default_device())

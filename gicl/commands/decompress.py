@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from gicl import bitstream
     from gicl.errors import UserError
     from gicl.evaluation import codec_io
-    from gicl.evaluation.images import to_uint8, write_png
+    from gicl.images import to_uint8, write_png
 
     path = Path(args.input)
     if Path(args.out).suffix.lower() != ".png":

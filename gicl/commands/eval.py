@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from gicl.errors import UserError
     from gicl.evaluation import codec_io
     from gicl.evaluation.evaluate import evaluate, parse_points
-    from gicl.evaluation.images import list_images
     from gicl.evaluation.metrics import parse_metrics
+    from gicl.images import list_images
 
     metrics = parse_metrics(args.metrics)
     if args.limit is not None and args.limit < 1 or args.crop is not None and args.crop < 1:

@@ -30,10 +30,10 @@ from torch import Tensor
 
 from gicl.errors import UserError
 from gicl.evaluation import codec_io
-from gicl.evaluation.images import image_size, read_image, to_uint8, write_file, write_png
 from gicl.evaluation.metric_names import PER_IMAGE
 from gicl.evaluation.metrics import PairMetrics, PatchDistribution, check_sizes
 from gicl.evaluation.plots import rd_plot
+from gicl.images import image_size, read_image, to_uint8, write_file, write_png
 from gicl.machine import describe_machine
 
 SUMMARY_FORMAT = "gicl-eval"
