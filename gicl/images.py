@@ -192,7 +192,7 @@ def from_uint8(pixels: Tensor) -> Tensor:
     return pixels.permute(2, 0, 1)[None].float() / 255
 
 
-def write_png(path: str | Path, pixels: Tensor, *, clobber: bool = True) -> None:
+def write_png(path: str | Path, pixels: Tensor) -> None:
     """Write (H, W, 3) uint8 pixels as PNG atomically (no partial file on any error)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -200,25 +200,21 @@ def write_png(path: str | Path, pixels: Tensor, *, clobber: bool = True) -> None
                         "losslessly as PNG")
     buffer = io.BytesIO()
     Image.fromarray(pixels.numpy()).save(buffer, format="PNG")
-    write_file(path, buffer.getvalue(), clobber=clobber)
+    write_file(path, buffer.getvalue())
 
 
-def write_file(path: str | Path, data: bytes, *, clobber: bool = True) -> None:
-    """Write atomically; a path that cannot be written is the user's to fix (one line).
-
-    clobber=False refuses to replace an existing file (`--no-clobber`)."""
-    if not clobber and os.path.lexists(path):
-        raise UserError(f"{path} exists and --no-clobber was given: choose another output "
-                        "or remove the file")
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write atomically; a path that cannot be written is the user's to fix (one line)."""
     try:
         atomic_write_bytes(path, data)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def check_distinct(output: str | Path, *inputs: str | Path) -> None:
-    """Refuse an output path that names one of the inputs (same path, or the same file
-    through a link): writing it would destroy the input."""
+def check_output(output: str | Path, *inputs: str | Path, no_clobber: bool = False) -> None:
+    """Before any work: refuse an output that names one of the inputs (the same path, or
+    the same file through a link or another spelling), which writing would destroy, and
+    with `no_clobber` an output that exists already."""
     out = Path(output)
     for given in inputs:
         src = Path(given)
@@ -228,6 +224,9 @@ def check_distinct(output: str | Path, *inputs: str | Path) -> None:
         if same:
             raise UserError(f"output {output} is the input {given}: writing it would replace "
                             "the input; choose another output path")
+    if no_clobber and os.path.lexists(out):
+        raise UserError(f"{output} exists and --no-clobber was given: choose another output "
+                        "or remove the file")
 
 
 def list_images(directory: str | Path, limit: int | None = None) -> list[Path]:

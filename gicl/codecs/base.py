@@ -209,3 +209,23 @@ def build_codec(config: dict[str, Any]) -> Codec:
     codec = cls(**config)
     codec.config = {"name": name, **config}
     return codec
+
+
+def validate_codec_config(config: Any, source: str) -> None:
+    """A codec config read from a file (`init:` of a stage), checked as a recipe's is: a
+    registered codec, known keys, finite numbers, values its constructor accepts. The codec
+    is built on the meta device, so no weights are allocated; weights are checked (names and
+    shapes) when they are loaded into the stage's codec."""
+    if not isinstance(config, dict):
+        raise UserError(f"{source}: the stored codec config is not a mapping ({config!r})")
+    bad = _non_finite(config)
+    if bad is not None:
+        raise UserError(f"{source}: the stored codec config holds the non-finite number {bad}")
+    try:
+        with torch.device("meta"):
+            build_codec(config)
+    except RecipeError as e:
+        raise UserError(f"{source}: the stored codec config is invalid: {e}") from None
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:
+        raise UserError(f"{source}: the stored codec config cannot build a codec "
+                        f"({type(e).__name__}: {e})") from None

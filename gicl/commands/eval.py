@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1 or args.crop is not None and args.crop < 1:
         raise UserError("--limit and --crop must be positive")
     images = list_images(args.data, args.limit)
-    model = codec_io.load_model(args.ckpt, args.device or codec_io.default_device())
+    model = codec_io.load_model(args.ckpt, codec_io.resolve_device(args.device))
     points = parse_points(args.points, model)
     summary = evaluate(model, images, points, metrics, Path(args.out), args.crop)
     keys = ["bpp", "payload_bpp", *metrics]

@@ -50,7 +50,10 @@ def parse_points(text: str, model: codec_io.Model) -> list[dict[str, Any]]:
     points = [points] if isinstance(points, dict) else points
     if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
         raise UserError(f"--points must be 'all', a JSON object or a list of them, got {text!r}")
-    return points
+    try:
+        return [model.codec.validate_point(p) for p in points]
+    except UserError as e:
+        raise UserError(f"--points: {e}") from None
 
 
 def center_crop(x: Tensor, size: int | None) -> Tensor:
