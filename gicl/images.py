@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
@@ -75,6 +75,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     try:
         with _pil_limit_lifted():
             image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise BadImage("not an image (no image format PIL knows)") from None
     except Exception as e:  # PIL's format plugins raise many exception types on bad headers
         raise BadImage(f"not an image ({type(e).__name__}: {e})") from None
     w, h = image.size
