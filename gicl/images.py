@@ -94,7 +94,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
             wide = decode_png(raw, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
         except RuntimeError as e:
             raise BadImage(f"corrupt 16-bit PNG ({e})") from None
-        return _from_16_bit(wide)
+        return _from_16_bit(wide.numpy())
     try:
         with _pil_limit_lifted():
             image.load()
@@ -108,30 +108,36 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
     return decode(data, max_pixels).rgb
 
 
-def _from_16_bit(wide: Tensor) -> DecodedImage:
+def _from_16_bit(wide: np.ndarray) -> DecodedImage:
     """uint16 (C, H, W), C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA → 8-bit RGB over white."""
-    v = wide.to(torch.float64)
+    v = wide.astype(np.float64)
     composited = False
     if v.shape[0] in (2, 4):
         alpha, v = v[-1:] / 65535, v[:-1]
         composited = bool((alpha < 1).any())
         v = v * alpha + 65535 * (1 - alpha)
-    rgb = (v / 257).round().clamp(0, 255).to(torch.uint8).expand(3, -1, -1)
-    return DecodedImage(rgb.contiguous(), composited)
+    rgb = np.clip(np.rint(v / 257), 0, 255).astype(np.uint8)
+    return DecodedImage(_tensor(np.broadcast_to(rgb, (3, *rgb.shape[1:]))), composited)
 
 
 def _to_rgb(image: Image.Image) -> DecodedImage:
     if image.mode in _WIDE_GREY:
         grey = np.clip(np.rint(np.asarray(image).astype(np.float64) / 257.0), 0, 255)
-        rgb = np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
-        return DecodedImage(torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), False)
+        return DecodedImage(_tensor(np.broadcast_to(grey.astype(np.uint8), (3, *grey.shape))),
+                            False)
     composited = False
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         composited = rgba.getextrema()[3][0] < 255
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba)
-    rgb = np.array(image.convert("RGB"))
-    return DecodedImage(torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), composited)
+    return DecodedImage(_tensor(np.asarray(image.convert("RGB")).transpose(2, 0, 1)), composited)
+
+
+def _tensor(chw: np.ndarray) -> Tensor:
+    """A contiguous uint8 tensor, copied by numpy: no torch kernel runs, so decoding also
+    works in a forked process whose parent already used torch's thread pool (an OpenMP pool
+    does not survive fork; the embedded sample cache is built by concurrent processes)."""
+    return torch.from_numpy(np.ascontiguousarray(chw))
 
 
 @contextmanager
