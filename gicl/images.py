@@ -14,7 +14,8 @@ so a file gives the same pixels everywhere. The rules:
   `torchvision.io.decode_png` and scaled to 8 bits as round(v / 257), which maps 0 → 0 and
   65535 → 255 exactly: PIL would clip 16-bit grey to white and truncate 16-bit RGB to its
   high byte (⌊v / 256⌋). Other 16/32-bit grey images (`I;16`, `I`, e.g. TIFF) get the same
-  round(v / 257).
+  round(v / 257). 16-bit colour TIFFs are the exception: PIL reads them as their high byte,
+  which is at most one level below round(v / 257); use PNG for exact 16-bit colour.
 - Everything else goes through PIL: EXIF orientation via `ImageOps.exif_transpose`,
   palette, CMYK, grey and 1-bit images converted to RGB, the first frame of animations.
 - Transparency (an alpha channel, or a palette/grey transparency key) is composited over
