@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from gicl.errors import RecipeError
+from gicl.images import DEFAULT_MAX_PIXELS
 
 TRANSFORMS = ("random_crop_flip", "center_crop_resize", "random_crop")
 SMALL_IMAGE_POLICIES = ("upscale", "skip", "pad")
+TRUNCATED_SHARD_POLICIES = ("skip", "stop")
 
 DATA_DEFAULTS: dict[str, Any] = {
     "train": None,            # shard URL/pattern; None → the embedded sample shards
@@ -28,7 +30,8 @@ DATA_DEFAULTS: dict[str, Any] = {
     "dataset_size": None,     # sample count of remote shards that have no manifest
     "shuffle_buffer": 1000,
     "num_workers": 2,
-    "max_image_pixels": 178_956_970,  # PIL's default decompression-bomb limit
+    "max_image_pixels": DEFAULT_MAX_PIXELS,  # PIL's default decompression-bomb limit
+    "on_truncated_shard": "skip",  # skip: warn, count, use what the shard holds; stop: error
     "batch_size": 16,         # global; read by the runner, not by this package
 }
 
@@ -43,6 +46,7 @@ def resolve_data_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
     out = {**DATA_DEFAULTS, **cfg}
     _choice(out, "transform", TRANSFORMS)
     _choice(out, "small_images", SMALL_IMAGE_POLICIES)
+    _choice(out, "on_truncated_shard", TRUNCATED_SHARD_POLICIES)
     for key in ("crop", "val_count", "max_image_pixels"):
         _positive_int(out, key)
     for key in ("val_crop", "epoch_samples", "dataset_size"):

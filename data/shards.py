@@ -19,22 +19,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import re
 import tarfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from webdataset import TarWriter
+from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
-from webdataset.tariterators import tarfile_samples
+from webdataset.tariterators import group_by_keys
 
 from gicl.atomic import atomic_write_bytes
 from gicl.errors import UserError
-from gicl.evaluation.images import IMAGE_SUFFIXES
+from gicl.images import IMAGE_SUFFIXES, BadImage, decode
+
+log = logging.getLogger("gicl.data")
 
 MANIFEST_SUFFIX = "manifest.json"
 _EXTENSION = {".jpeg": "jpg", ".tif": "tiff"}
@@ -187,8 +192,13 @@ def manifest_path(pattern: str) -> Path:
 
 def write_shards(items: Iterable[Item], pattern: str, *, total: int, maxcount: int = 1000,
                  maxsize: int = 1_000_000_000, progress: bool = True,
-                 info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write `items` into shards named `pattern % i`; returns the manifest (also written)."""
+                 info: dict[str, Any] | None = None,
+                 drop_undecodable: bool = False) -> dict[str, Any]:
+    """Write `items` into shards named `pattern % i`; returns the manifest (also written).
+
+    Every image is decoded once by the training reader (`gicl.images.decode`, default pixel
+    limit), so files the loader would skip are reported in the manifest's `undecodable`
+    (path and reason); `drop_undecodable` leaves them out of the shards."""
     from tqdm import tqdm
 
     check_pattern(pattern)
@@ -197,11 +207,20 @@ def write_shards(items: Iterable[Item], pattern: str, *, total: int, maxcount: i
     Path(pattern).parent.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, Any]] = []
     written: list[Path] = []
+    undecodable: list[dict[str, str]] = []
     writer: _ShardFile | None = None
     try:
         with _Reader() as reader, tqdm(total=total, unit="img", disable=not progress,
                                        desc="writing shards") as bar:
             for index, item in enumerate(items):
+                data = reader.read(item)
+                try:
+                    decode(data)
+                except BadImage as e:
+                    undecodable.append({"path": item.relpath, "reason": str(e)})
+                    if drop_undecodable:
+                        bar.update(1)
+                        continue
                 if writer is not None and (writer.count >= maxcount
                                            or writer.size + item.size > maxsize):
                     shards.append(writer.close())
@@ -209,17 +228,23 @@ def write_shards(items: Iterable[Item], pattern: str, *, total: int, maxcount: i
                 if writer is None:
                     writer = _ShardFile(Path(pattern % len(shards)))
                     written.append(writer.path)
-                writer.add(f"{index:09d}", item, reader.read(item))
+                writer.add(f"{index:09d}", item, data)
                 bar.update(1)
             if writer is not None:
                 shards.append(writer.close())
                 writer = None
+        if not shards:
+            raise UserError(f"none of the {len(undecodable)} image(s) can be decoded, e.g. "
+                            f"{undecodable[0]['path']} ({undecodable[0]['reason']}): no shards "
+                            "written")
         manifest = {
             "format": "gicl-shards/1",
             "pattern": brace_pattern(Path(pattern).name, len(shards)),
             "samples": sum(s["samples"] for s in shards),
             "bytes": sum(s["bytes"] for s in shards),
             "shards": shards,
+            "undecodable": undecodable,
+            "undecodable_dropped": drop_undecodable,
             **(info or {}),
         }
         atomic_write_bytes(manifest_path(pattern), json.dumps(manifest, indent=1).encode())
@@ -325,6 +350,82 @@ class _ShardFile:
         self.tmp.unlink(missing_ok=True)
 
 
-def iter_shard(url: str) -> Iterator[dict[str, Any]]:
-    """Raw samples (dicts of bytes by extension, plus `__key__`/`__url__`) of one shard."""
-    return tarfile_samples([{"url": url}])
+class TruncatedShard(UserError):
+    """A shard that ends early (data.on_truncated_shard: stop)."""
+
+
+class ShardReader:
+    """Reads shards, detecting a truncated tar; `on_truncated` says what then happens.
+
+    A tar ends with an end-of-archive marker (a zero block). A shard cut at a member
+    boundary loses it, and Python's tarfile (hence WebDataset) then simply stops: the
+    remaining samples would vanish without a word. Each header read is therefore recorded,
+    and a shard whose last header read is not the marker is truncated; so is one whose
+    member data ends early (which tarfile reports as an error). "skip": the samples before
+    the cut are used, the rest of the shard is skipped, a warning names the shard (once per
+    shard and process) and `truncated` counts every truncated shard read. "stop":
+    `TruncatedShard`, one line naming the shard.
+    """
+
+    def __init__(self, on_truncated: str = "skip") -> None:
+        self.on_truncated = on_truncated
+        self.truncated = 0
+        self.truncated_urls: set[str] = set()
+
+    def samples(self, url: str) -> Iterator[dict[str, Any]]:
+        """Raw samples (dicts of bytes by extension, plus `__key__`/`__url__`) of one shard."""
+        return group_by_keys(self._members(url))
+
+    def _members(self, url: str) -> Iterator[dict[str, Any]]:
+        header = _recording_tarinfo()
+        count = 0
+        stream = gopen(url)
+        try:
+            with tarfile.open(fileobj=stream, mode="r|*", tarinfo=header) as tar:
+                for member in tar:
+                    if member.isreg():
+                        data = tar.extractfile(member).read()
+                        yield {"fname": member.name, "data": data, "__url__": url}
+                    count += 1
+                    tar.members = []  # stream mode: keep no per-member state
+            if not isinstance(header.last_error, tarfile.EOFHeaderError):
+                why = ("cut at a member boundary" if isinstance(header.last_error,
+                                                               tarfile.EmptyHeaderError)
+                       else "its next header is damaged or cut")
+                self._truncated(url, f"no end-of-archive marker after {count} member(s): {why}")
+        except (tarfile.TarError, EOFError, zlib.error) as e:
+            self._truncated(url, f"after {count} member(s): {e}")
+        finally:
+            stream.close()
+
+    def _truncated(self, url: str, why: str) -> None:
+        if self.on_truncated == "stop":
+            raise TruncatedShard(f"shard {url} is truncated ({why}): rebuild it with `gicl data "
+                                 "shards`, or set data.on_truncated_shard: skip to train on "
+                                 "what it holds")
+        self.truncated += 1
+        if url not in self.truncated_urls:
+            self.truncated_urls.add(url)
+            log.warning("data: shard %s is truncated (%s); skipping the rest of it (truncated "
+                        "shard reads in this process so far: %d; data.on_truncated_shard: stop "
+                        "makes this an error)", url, why, self.truncated)
+
+
+def _recording_tarinfo() -> type[tarfile.TarInfo]:
+    """A TarInfo class that remembers why the last header read failed: tarfile ends the
+    member loop silently on a zero block (the end-of-archive marker), on end of file and
+    on a damaged header alike."""
+
+    class Recording(tarfile.TarInfo):
+        last_error: Exception | None = None
+
+        @classmethod
+        def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+            try:
+                return super().fromtarfile(tar)
+            except tarfile.HeaderError as e:
+                cls.last_error = e
+                raise
+
+    return Recording
+

@@ -57,7 +57,7 @@ from gicl.errors import RecipeError, UserError
 from .config import resolve_data_config
 from .decode import BadImage, decode_rgb, image_bytes
 from .sample import sample_shards
-from .shards import iter_shard, local_path, manifest_counts
+from .shards import ShardReader, local_path, manifest_counts
 from .transforms import train_crop
 
 log = logging.getLogger("gicl.data")
@@ -128,6 +128,7 @@ class TrainStream(IterableDataset):
         self.seed, self.n_batches = seed, n_batches
         self.epoch = 0
         self._skip = 0
+        self.shards = ShardReader(cfg["on_truncated_shard"])
         self._warned = False  # one warning per iteration, further skips only counted
 
     def __len__(self) -> int:
@@ -169,7 +170,7 @@ class TrainStream(IterableDataset):
         empty = 0
         while empty < MAX_EMPTY_SHARDS:
             empty += 1
-            for sample in iter_shard(self.urls[rng.choice(order)]):
+            for sample in self.shards.samples(self.urls[rng.choice(order)]):
                 empty = 0
                 yield sample
         raise RuntimeError(f"{MAX_EMPTY_SHARDS} shard reads in a row gave no sample: "
@@ -197,11 +198,11 @@ class TrainStream(IterableDataset):
         while True:
             url = self.urls[order[index]]
             seen = 0
-            for sample in iter_shard(url):
+            for sample in self.shards.samples(url):
                 if seen >= position:
                     yield sample
                 seen += 1
-            if seen != counts[index]:
+            if seen != counts[index] and url not in self.shards.truncated_urls:
                 raise RuntimeError(f"{url} holds {seen} samples but its manifest says "
                                    f"{counts[index]}: rebuild the shards or the manifest")
             position, index = 0, (index + 1) % len(order)

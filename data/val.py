@@ -16,7 +16,7 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset
 
 from gicl.errors import UserError
-from gicl.evaluation.images import list_images
+from gicl.images import list_images
 
 from .config import resolve_data_config
 from .decode import BadImage, decode_rgb

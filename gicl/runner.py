@@ -28,7 +28,7 @@ from gicl.callbacks.preemption import Preemption
 from gicl.callbacks.progress import IterationProgressBar
 from gicl.callbacks.rd_curves import RDCurves
 from gicl.callbacks.throughput import Throughput
-from gicl.codecs.base import Codec, build_codec
+from gicl.codecs.base import Codec, build_codec, validate_codec_config
 from gicl.errors import RecipeError, UserError
 from gicl.losses.perceptual import perceptual_for_policy
 from gicl.model_file import read_codec_weights, save_model_file
@@ -113,6 +113,7 @@ def build_trainer(trainer_cfg: dict[str, Any], stage: dict[str, Any], stage_dir:
 def load_codec_weights(codec: Codec, path: Path) -> None:
     """Initialise from a model file or a Lightning checkpoint of the same codec."""
     config, state, _ = read_codec_weights(path)
+    validate_codec_config(config, f"init {path}")
     name = config.get("name")
     if name != codec.codec_id:
         raise UserError(f"{path} holds a '{name}' codec; this stage trains '{codec.codec_id}'")
@@ -122,6 +123,17 @@ def load_codec_weights(codec: Codec, path: Path) -> None:
                  result.missing_keys[0])
     if result.unexpected_keys:
         log.info("init from %s: %d stored tensors unused", path, len(result.unexpected_keys))
+
+
+def check_train_point(codec: Codec, point: Any, where: str) -> None:
+    """A fixed train_point must be a valid operating point of the codec (`{sample: true}`
+    draws from the codec's own points)."""
+    if point is None or isinstance(point, dict) and point.get("sample"):
+        return
+    try:
+        codec.validate_point(point)
+    except UserError as e:
+        raise RecipeError(f"{where}: {e}") from None
 
 
 def freeze(codec: Codec, groups: list[str], where: str) -> None:
@@ -161,6 +173,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     elif stage["init"]:
         load_codec_weights(codec, Path(stage["init"]))
     freeze(codec, stage["frozen"], f"stages.{name}.frozen")
+    check_train_point(codec, stage["train_point"], f"stages.{name}.train_point")
     perceptual, status = perceptual_for_policy(stage["perceptual"], stage["loss"].get("perceptual", 0))
     saved = dict(config, runtime={"stage": name, "perceptual": status})
     atomic_write_bytes(cfg_path, dump(saved).encode())

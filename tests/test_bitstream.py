@@ -17,7 +17,7 @@ from gicl import bitstream
 from gicl.codecs.base import EncodedImage
 from gicl.errors import BitstreamError
 from gicl.evaluation import codec_io
-from gicl.evaluation.images import read_image
+from gicl.images import read_image
 
 FP = "0123456789abcdef0123456789abcdef"
 POINTS = [{"stages": 1}, {"stages": 2}, {"stages": 3}]

@@ -20,7 +20,7 @@ from gicl.codecs.base import CODECS, EncodedImage, build_codec, symbols_checksum
 from gicl.codecs.vqgan import VQGAN
 from gicl.entropy import fixed
 from gicl.evaluation import codec_io
-from gicl.evaluation.images import read_image, to_uint8
+from gicl.images import read_image, to_uint8
 from gicl.model_file import save_model_file
 
 TINY = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [],

@@ -19,7 +19,7 @@ from gicl import bitstream
 from gicl.cli import main
 from gicl.codecs.base import build_codec
 from gicl.evaluation import codec_io
-from gicl.evaluation.images import read_image, to_uint8
+from gicl.images import read_image, to_uint8
 from gicl.model_file import fingerprint, read_model_file
 
 

@@ -19,8 +19,8 @@ from gicl.cli import main
 from gicl.errors import UserError
 from gicl.evaluation import codec_io
 from gicl.evaluation.evaluate import center_crop
-from gicl.evaluation.images import from_uint8, read_image, to_uint8
 from gicl.evaluation.metrics import check_sizes, check_weights, patches
+from gicl.images import from_uint8, read_image, to_uint8
 
 INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
 

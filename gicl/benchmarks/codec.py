@@ -82,17 +82,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from gicl.codecs import build_codec
+    from gicl.evaluation.codec_io import resolve_device
     from gicl.machine import describe_machine
     from gicl.recipes import resolve
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise UserError(f"--device expects cpu or cuda[:N], got '{args.device}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+    device = resolve_device(args.device)
     config = resolve(args.recipe, args.profile, args.overrides)
     codec = build_codec(config["codec"]).eval().to(device)
     x = load_input(args.image, h, w).to(device)

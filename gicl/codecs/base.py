@@ -8,6 +8,8 @@ A codec knows its model and its bitstream, nothing about Lightning. Training mod
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gicl.errors import BitstreamError, RecipeError
+from gicl.errors import BitstreamError, RecipeError, UserError
 
 
 @dataclass
@@ -73,6 +75,18 @@ def verify_symbols(symbols: Tensor, expected: int, section: int) -> None:
         )
 
 
+def _non_finite(value: Any) -> float | None:
+    """The first NaN or ±inf inside a JSON-like value (dicts, lists, numbers), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        bad = _non_finite(item)
+        if bad is not None:
+            return bad
+    return None
+
+
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Replicate-pad H and W up to a multiple (replicate works for any pad size)."""
     h, w = x.shape[-2:]
@@ -103,6 +117,37 @@ class Codec(nn.Module):
     def operating_points(self) -> list[dict[str, Any]]:
         """The default RD sweep, low rate first."""
         raise NotImplementedError
+
+    def validate_point(self, point: Any) -> dict[str, Any]:
+        """`point` if it is a valid operating point of this codec, else a one-line UserError.
+
+        Every operating point a user gives (`compress --point`, `eval --points`, a stage's
+        `train_point`) passes here before it reaches the model or a file header: a JSON
+        object, only finite numbers (a NaN or inf would also make the header's JSON
+        non-standard), and the codec's own keys and ranges (`check_point`)."""
+        if not isinstance(point, dict):
+            raise UserError(f"an operating point must be a JSON object such as "
+                            f"{json.dumps(self.operating_points()[-1])}, got {point!r}")
+        bad = _non_finite(point)
+        if bad is not None:
+            raise UserError(f"operating point {point!r} holds the non-finite number {bad}; "
+                            f"valid points look like {json.dumps(self.operating_points()[-1])}")
+        self.check_point(point)
+        return point
+
+    def check_point(self, point: dict[str, Any]) -> None:
+        """Codec-specific rules (UserError naming the valid keys and ranges). The default
+        accepts exactly the points of `operating_points()`."""
+        points = self.operating_points()
+        known = sorted({key for p in points for key in p})
+        unknown = sorted(set(point) - set(known))
+        if unknown:
+            raise UserError(f"unknown key '{unknown[0]}' in a {self.codec_id} operating point "
+                            f"(known: {', '.join(known) or 'none'}; valid points: "
+                            f"{json.dumps(points)})")
+        if point not in points:
+            raise UserError(f"{json.dumps(point)} is not an operating point of {self.codec_id}; "
+                            f"valid points: {json.dumps(points)}")
 
     def point_for_bpp(self, bpp: float, h: int, w: int) -> dict[str, Any]:
         """The operating point whose rate is nearest to `bpp` for an h×w image.
@@ -167,3 +212,23 @@ def build_codec(config: dict[str, Any]) -> Codec:
     codec = cls(**config)
     codec.config = {"name": name, **config}
     return codec
+
+
+def validate_codec_config(config: Any, source: str) -> None:
+    """A codec config read from a file (`init:` of a stage), checked as a recipe's is: a
+    registered codec, known keys, finite numbers, values its constructor accepts. The codec
+    is built on the meta device, so no weights are allocated; weights are checked (names and
+    shapes) when they are loaded into the stage's codec."""
+    if not isinstance(config, dict):
+        raise UserError(f"{source}: the stored codec config is not a mapping ({config!r})")
+    bad = _non_finite(config)
+    if bad is not None:
+        raise UserError(f"{source}: the stored codec config holds the non-finite number {bad}")
+    try:
+        with torch.device("meta"):
+            build_codec(config)
+    except RecipeError as e:
+        raise UserError(f"{source}: the stored codec config is invalid: {e}") from None
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:
+        raise UserError(f"{source}: the stored codec config cannot build a codec "
+                        f"({type(e).__name__}: {e})") from None

@@ -62,6 +62,7 @@ rows (from all-coarse to all-fine), so every bpp maps to one documented triple; 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -384,7 +385,7 @@ class ControlGIC(Codec):
             r = tuple(float(v) for v in ratios)
         except (TypeError, ValueError):
             r = ()
-        if len(r) != 3 or min(r) < 0 or abs(sum(r) - 1.0) > 1e-6:
+        if len(r) != 3 or not all(map(math.isfinite, r)) or min(r) < 0 or abs(sum(r) - 1.0) > 1e-6:
             raise UserError(
                 f"{where} must be three non-negative ratios (fine, medium, coarse) summing to 1, "
                 f"got {ratios!r}"
@@ -398,6 +399,9 @@ class ControlGIC(Codec):
         if unknown:
             raise UserError(f"unknown key '{unknown[0]}' in a Control-GIC point (known: ratios)")
         return self._check_ratios(point.get("ratios"), "point.ratios")
+
+    def check_point(self, point: dict[str, Any]) -> None:
+        self._ratios(point)
 
     def model_input(self, x: Tensor) -> Tensor:
         """Image in [0, 1] → the network's input range, padded to a multiple of 16."""

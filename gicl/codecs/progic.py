@@ -152,6 +152,14 @@ class ProGIC(Codec):
             raise UserError(f"ProGIC stages must be an integer in 1..{self.num_stages}, got {k!r}")
         return k
 
+    def check_point(self, point: dict[str, Any]) -> None:
+        """A point is `{"stages": k}`, k in 1..N (or `{}` for all N stages)."""
+        unknown = sorted(set(point) - {"stages"})
+        if unknown:
+            raise UserError(f"unknown key '{unknown[0]}' in a ProGIC operating point (known: "
+                            f"stages, an integer in 1..{self.num_stages})")
+        self.stages_of(point)
+
     def decode_latent(
         self, y_hat: Tensor, stage: Stage, size: tuple[int, int] | None = None
     ) -> Tensor:

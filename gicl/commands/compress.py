@@ -13,19 +13,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--bpp", type=float, help="target bits per pixel (nearest operating point)")
     rate.add_argument("--point", help="operating point as JSON, e.g. '{\"stages\": 2}'")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
+    p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing OUT")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     import time
 
     from gicl.evaluation import codec_io
-    from gicl.evaluation.images import read_image, write_file
+    from gicl.images import check_output, load_image, write_file
 
-    x = read_image(args.image)
-    model = codec_io.load_model(args.ckpt, args.device or codec_io.default_device())
+    check_output(args.out, args.image, args.ckpt, no_clobber=args.no_clobber)
+    device = codec_io.resolve_device(args.device)
+    image = load_image(args.image)
+    if image.composited_alpha:
+        print(f"gicl: note: {args.image} has transparent pixels; coded composited over white "
+              "(as training sees them)", file=sys.stderr)
+    x = image.to_float()
+    model = codec_io.load_model(args.ckpt, device)
     h, w = x.shape[-2:]
     point = codec_io.choose_point(model.codec, args.point, args.bpp, h, w)
     start = time.perf_counter()

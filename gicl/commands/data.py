@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--sample", type=int, metavar="N", help="a random subset of N images")
     s.add_argument("--seed", type=int, default=0,
                    help="seed of the subset and of the shuffled write order (default 0)")
+    s.add_argument("--drop-undecodable", action="store_true",
+                   help="leave out files the training reader cannot decode (default: store "
+                        "them, and list them in the manifest; the loader skips them)")
     s.set_defaults(func=run_shards)
 
     m = actions.add_parser("sample", help="build the embedded sample shards into OUT")
@@ -45,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_shards(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from gicl.data.shards import check_pattern, manifest_path, select, source_items, write_shards
@@ -54,8 +58,15 @@ def run_shards(args: argparse.Namespace) -> int:
     manifest = write_shards(
         items, args.out_pattern, total=len(items), maxcount=args.maxcount, maxsize=args.maxsize,
         info={"source": str(Path(args.src).resolve()), "list": args.list,
-              "sample": args.sample, "seed": args.seed})
+              "sample": args.sample, "seed": args.seed},
+        drop_undecodable=args.drop_undecodable)
     pattern = Path(args.out_pattern).parent / manifest["pattern"]
+    bad = manifest["undecodable"]
+    if bad:
+        fate = ("left out (--drop-undecodable)" if args.drop_undecodable
+                else "stored; training skips them, --drop-undecodable leaves them out")
+        print(f"gicl: warning: {len(bad)} file(s) cannot be decoded, e.g. {bad[0]['path']} "
+              f"({bad[0]['reason']}): {fate}; all listed in the manifest", file=sys.stderr)
     print(f"wrote {len(manifest['shards'])} shard(s), {manifest['samples']} images, "
           f"{manifest['bytes'] / 1e6:.1f} MB; manifest {manifest_path(args.out_pattern)}")
     print(f"train with: --set data.train='{pattern}'")

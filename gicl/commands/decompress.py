@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ckpt", help="model file (default: the registered model the stream names)")
     p.add_argument("--stages", type=int,
                    help="progressive codecs: decode only the first K sections")
-    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", help="cpu or cuda[:N] (default: cuda if available, else cpu)")
+    p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing OUT")
     p.set_defaults(func=run)
 
 
@@ -24,19 +25,21 @@ def run(args: argparse.Namespace) -> int:
     from gicl import bitstream
     from gicl.errors import UserError
     from gicl.evaluation import codec_io
-    from gicl.evaluation.images import to_uint8, write_png
+    from gicl.images import check_output, to_uint8, write_png
 
     path = Path(args.input)
     if Path(args.out).suffix.lower() != ".png":
         raise UserError(f"output {args.out} must end in .png")
+    check_output(args.out, args.input, *([args.ckpt] if args.ckpt else []),
+                 no_clobber=args.no_clobber)
+    device = codec_io.resolve_device(args.device)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read bitstream {path}: {e.strerror or e}") from None
     stream = bitstream.read(data)
     header = stream.header
-    model = codec_io.model_for_stream(header, args.ckpt,
-                                      args.device or codec_io.default_device())
+    model = codec_io.model_for_stream(header, args.ckpt, device)
     start = time.perf_counter()
     decoded = codec_io.decode(model, data, args.stages, stream)
     ms = (time.perf_counter() - start) * 1e3

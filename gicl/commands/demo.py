@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gicl.cli import main as cli
     from gicl.data import build_val_loader
-    from gicl.evaluation.images import read_image, to_uint8, write_png
+    from gicl.images import read_image, to_uint8, write_png
     from gicl.model_file import load_model_file
     from gicl.recipes import resolve
     from gicl.runner import fit

@@ -28,14 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from gicl.errors import UserError
     from gicl.evaluation import codec_io
     from gicl.evaluation.evaluate import evaluate, parse_points
-    from gicl.evaluation.images import list_images
     from gicl.evaluation.metrics import parse_metrics
+    from gicl.images import list_images
 
     metrics = parse_metrics(args.metrics)
     if args.limit is not None and args.limit < 1 or args.crop is not None and args.crop < 1:
         raise UserError("--limit and --crop must be positive")
     images = list_images(args.data, args.limit)
-    model = codec_io.load_model(args.ckpt, args.device or codec_io.default_device())
+    model = codec_io.load_model(args.ckpt, codec_io.resolve_device(args.device))
     points = parse_points(args.points, model)
     summary = evaluate(model, images, points, metrics, Path(args.out), args.crop)
     keys = ["bpp", "payload_bpp", *metrics]

@@ -9,14 +9,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a training checkpoint as a model file")
     p.add_argument("ckpt", help="a stage's checkpoints/last.ckpt (or an existing model file)")
     p.add_argument("out", help="output model file (.pt)")
+    p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing OUT")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from gicl.errors import UserError
     from gicl.evaluation import codec_io
+    from gicl.images import check_output
     from gicl.model_file import save_model_file
 
+    check_output(args.out, args.ckpt, no_clobber=args.no_clobber)
     codec, meta = codec_io.codec_from_checkpoint(args.ckpt)
     try:
         fingerprint = save_model_file(codec, args.out, meta)

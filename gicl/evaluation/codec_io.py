@@ -10,6 +10,7 @@ the model a stream names without `--ckpt`. It lives in `$GICL_CACHE/models.json`
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -42,6 +43,27 @@ class Decoded:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """`--device`: cpu or cuda[:N], checked against this machine; None → `default_device()`."""
+    if name is None:
+        return torch.device(default_device())
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device expects cpu or cuda[:N], got '{name}'")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {name}: torch sees no CUDA device on this machine; "
+                            "use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device {name}: this machine has {count} CUDA device(s), "
+                            f"cuda:0..cuda:{count - 1}")
+    return device
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
@@ -100,20 +122,22 @@ def model_for_stream(header: bitstream.Header, ckpt: str | Path | None,
 
 def choose_point(codec: Codec, point_json: str | None, bpp: float | None, h: int,
                  w: int) -> dict[str, Any]:
-    """The operating point from `--point JSON`, else nearest to `--bpp`, else the codec's
-    highest-rate default point (the last of `operating_points()`)."""
+    """The operating point from `--point JSON` (checked by `codec.validate_point`), else
+    nearest to `--bpp`, else the codec's highest-rate default point (the last of
+    `operating_points()`)."""
     if point_json is not None:
         try:
             point = json.loads(point_json)
         except ValueError:
             raise UserError(f"--point {point_json!r} is not valid JSON; e.g. --point "
                             f"'{json.dumps(codec.operating_points()[-1])}'") from None
-        if not isinstance(point, dict):
-            raise UserError(f"--point must be a JSON object, got {point_json!r}")
-        return point
+        try:
+            return codec.validate_point(point)
+        except UserError as e:
+            raise UserError(f"--point: {e}") from None
     if bpp is not None:
-        if bpp <= 0:
-            raise UserError(f"--bpp must be positive, got {bpp}")
+        if not math.isfinite(bpp) or bpp <= 0:
+            raise UserError(f"--bpp must be a positive finite number of bits per pixel, got {bpp}")
         return codec.point_for_bpp(bpp, h, w)
     return codec.operating_points()[-1]
 

@@ -31,11 +31,11 @@ from torch import Tensor
 
 from gicl.errors import UserError
 from gicl.evaluation import codec_io
-from gicl.evaluation.images import image_size, read_image, to_uint8, write_file, write_png
 from gicl.evaluation.metric_names import PER_IMAGE
 from gicl.evaluation.metrics import PairMetrics, PatchDistribution, check_sizes
 from gicl.evaluation.plots import rd_plot
 from gicl.evaluation.report import center_crop_uint8, write_report
+from gicl.images import image_size, read_image, to_uint8, write_file, write_png
 from gicl.machine import describe_machine
 
 SUMMARY_FORMAT = "gicl-eval"
@@ -52,7 +52,10 @@ def parse_points(text: str, model: codec_io.Model) -> list[dict[str, Any]]:
     points = [points] if isinstance(points, dict) else points
     if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
         raise UserError(f"--points must be 'all', a JSON object or a list of them, got {text!r}")
-    return points
+    try:
+        return [model.codec.validate_point(p) for p in points]
+    except UserError as e:
+        raise UserError(f"--points: {e}") from None
 
 
 def center_crop(x: Tensor, size: int | None) -> Tensor:

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from gicl.errors import UserError
-from gicl.evaluation.images import from_uint8
 from gicl.evaluation.metric_names import METRICS, PER_DATASET, PER_IMAGE
+from gicl.images import from_uint8
 
 PATCH = 256
 MS_SSIM_MIN_SIDE = 160  # 5 scales of an 11-tap window: torchmetrics needs more than this

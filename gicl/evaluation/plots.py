@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from gicl.evaluation.images import write_file
 from gicl.evaluation.metric_names import LOWER_IS_BETTER
+from gicl.images import write_file
 
 
 def rd_plot(summary: dict[str, Any], path: str | Path) -> None:

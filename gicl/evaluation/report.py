@@ -107,7 +107,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any],
     (`center_crop_uint8`) and the reconstructions already saved under `out/recon/<tag>/`."""
     from PIL import Image
 
-    from gicl.evaluation.images import write_file
+    from gicl.images import write_file
 
     metrics = [m for m in summary["metrics"] if m in summary["points"][0]]
     plots = "".join(_rd_svg(summary, m) for m in metrics)

@@ -14,8 +14,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm that also takes a group holding a single value.
+
+    A 1×1 latent in a model with one channel per group (the ch-32 smoke models, at H/16
+    for a 1×1 to 16×16 image) leaves each group one value; `F.group_norm` then raises
+    "Expected more than 1 value per channel". The normalisation is still defined there:
+    x − mean is exactly 0, so the output is the bias, which is returned. Every other input
+    runs the unchanged kernel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] // self.num_groups * x[0, 0].numel() > 1:
+            return super().forward(x)
+        return torch.zeros_like(x, dtype=self.bias.dtype) + self.bias.view(1, -1, 1, 1)
+
+
+def group_norm(channels: int) -> GroupNorm:
+    return GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
 class SpatialNorm(nn.Module):
