@@ -169,12 +169,61 @@ class SnapGrid:
         return mu_margin, sigma_margin
 
 
-def anchor_grid(codebook: Tensor, grid: SnapGrid) -> Tensor:
-    """Codewords in μ-step units, rounded: exact integers held in float64 (K, d)."""
-    a = torch.round(codebook.detach().to(torch.float64) / grid.mu_step)
-    if a.numel() and float(a.abs().max()) >= 2.0**22:
-        raise ValueError("codeword coordinates exceed 2^22 μ steps; the exact distance bound fails")
-    return a
+@dataclass
+class AnchorTables:
+    """What `integer_frequencies` needs besides μ and σ, prepared once per codebook.
+
+    Codewords are rounded to the μ grid (`a`, integers in float64); the squared distance
+    `d² = ‖m‖² + ‖a‖² − 2 m·aᵀ` is then one GEMM of augmented rows `[m, 1, ‖m‖²]·[−2a, ‖a‖², 1]ᵀ`
+    whose products and partial sums are integers below 2^53: exact in float64 in whatever
+    order a BLAS or a GPU sums them. μ is clamped to the codebook's box widened by
+    `MU_CLAMP_UNITS` units, which keeps that bound.
+    """
+
+    augmented: Tensor  # (d + 2, K) float64
+    low: Tensor  # (d,) μ-index clamp bounds
+    high: Tensor
+    per_level: Tensor  # (levels,) step²·64/(2σ̂_j²), float64
+    weights: Tensor  # (Q,) int64, EXP with the tail cut applied
+    last: int  # the index of the first zero weight
+
+    @classmethod
+    def build(
+        cls, codebook: Tensor, grid: SnapGrid, tail_radius: float | None, device: torch.device
+    ) -> AnchorTables:
+        a = torch.round(codebook.detach().to(device, torch.float64) / grid.mu_step)
+        k, d = a.shape
+        if k + 1 > (1 << PRECISION):
+            raise ValueError(f"{k} codewords do not fit {PRECISION}-bit frequencies")
+        margin = MU_CLAMP_UNITS * MU_STEPS_PER_UNIT
+        if d * (float(a.abs().max()) + margin) ** 2 >= 2.0**51:
+            raise ValueError("codeword coordinates are too large for exact integer distances")
+        ones = torch.ones(k, 1, dtype=torch.float64, device=device)
+        augmented = torch.cat([-2.0 * a, (a * a).sum(1, keepdim=True), ones], 1).t().contiguous()
+        weights = torch.tensor(exp_weights(), dtype=torch.int64, device=device)
+        last = len(weights) - 1  # weight 0
+        if tail_radius is not None:
+            last = min(last, int(tail_radius * LOGIT_STEPS_PER_NAT))
+            weights[last] = 0
+        # a power of two times the σ table: exact; one rounding per location below
+        step2 = grid.mu_step * grid.mu_step * LOGIT_STEPS_PER_NAT
+        per_level = grid.inverse_two_variance().to(device) * step2
+        return cls(augmented, a.min(0).values - margin, a.max(0).values + margin, per_level, weights, last)
+
+
+def _frequencies(mu_idx: Tensor, sigma_idx: Tensor, t: AnchorTables) -> Tensor:
+    k = t.augmented.shape[1]
+    m = mu_idx.to(t.augmented.device, torch.float64).clamp(t.low, t.high)
+    ones = torch.ones(len(m), 1, dtype=torch.float64, device=m.device)
+    d2 = torch.cat([m, ones, (m * m).sum(1, keepdim=True)], 1) @ t.augmented
+    best, nearest = d2.min(1, keepdim=True)  # the first nearest anchor on ties
+    q = d2.sub_(best).mul_(t.per_level[sigma_idx.to(m.device)][:, None])
+    q = q.clamp_(max=float(t.last)).floor_().to(torch.int64)
+    w = t.weights[q]
+    total = w.sum(1, keepdim=True)
+    f = w.mul_((1 << PRECISION) - k).floor_divide_(total).add_(1)
+    f.scatter_add_(1, nearest, (1 << PRECISION) - f.sum(1, keepdim=True))
+    return f
 
 
 def integer_frequencies(
@@ -182,46 +231,22 @@ def integer_frequencies(
 ) -> Tensor:
     """Frequencies (N, K) int64, each ≥ 1, rows summing to 2^24, from snapped parameters.
 
-    The one deterministic function both coder sides call (module docstring, steps 2–5).
-    Distances are taken between μ indices and codewords rounded to the same grid, so
-    `d² = ‖a‖² + ‖m‖² − 2 m·aᵀ` is a sum of integers below 2^53: exact in float64 whatever
-    order a BLAS or a GPU sums it in (one GEMM instead of a loop over coordinates). μ is
-    clamped to the codebook's box widened by `MU_CLAMP_UNITS` units on each side.
-    `tail_radius` (nats) floors every anchor farther than that from the nearest one.
-    Runs on the device of its inputs; callers that need bounded memory use `frequency_chunks`.
+    The one deterministic function both coder sides call (module docstring, steps 2–5;
+    exact distances: `AnchorTables`). `tail_radius` (nats) floors every anchor farther than
+    that from the nearest one. Runs on the device of its inputs; `frequency_chunks` bounds
+    the memory.
     """
-    a = anchor_grid(codebook.to(mu_idx.device), grid)
-    k = a.shape[0]
-    if k + 1 > (1 << PRECISION):
-        raise ValueError(f"{k} codewords do not fit {PRECISION}-bit frequencies")
-    margin = MU_CLAMP_UNITS * MU_STEPS_PER_UNIT
-    m = mu_idx.to(torch.float64).clamp(a.min(0).values - margin, a.max(0).values + margin)
-    d2 = ((a * a).sum(1)[None, :] + (m * m).sum(1)[:, None]) - 2.0 * (m @ a.t())
-    nearest = d2.argmin(1)  # first minimum
-    # step²·64/(2σ̂²): the table times a power of two, exact; one rounding per location below
-    per_level = grid.inverse_two_variance().to(m.device) * (grid.mu_step * grid.mu_step * LOGIT_STEPS_PER_NAT)
-    scaled_gap = (d2 - d2.min(1, keepdim=True).values) * per_level[sigma_idx][:, None]
-    table = torch.tensor(exp_weights(), dtype=torch.int64, device=m.device)
-    last = len(table) - 1  # weight 0
-    if tail_radius is not None:
-        last = min(last, int(tail_radius * LOGIT_STEPS_PER_NAT))
-        table[last] = 0
-    q = scaled_gap.clamp_(max=float(last)).floor_().to(torch.int64)
-    w = table[q]
-    g = w * ((1 << PRECISION) - k) // w.sum(1, keepdim=True)
-    f = g + 1
-    f[torch.arange(len(f), device=f.device), nearest] += (1 << PRECISION) - f.sum(1)
-    return f
+    return _frequencies(mu_idx, sigma_idx, AnchorTables.build(codebook, grid, tail_radius, mu_idx.device))
 
 
 def frequency_chunks(
     mu_idx: Tensor, sigma_idx: Tensor, codebook: Tensor, grid: SnapGrid, *, tail_radius: float | None = None
 ) -> Iterator[Tensor]:
     """`integer_frequencies` over row chunks of ≈ 2^20 table entries each."""
+    tables = AnchorTables.build(codebook, grid, tail_radius, mu_idx.device)
     rows = max(1, CHUNK_ELEMENTS // max(1, codebook.shape[0]))
     for start in range(0, mu_idx.shape[0], rows):
-        part = slice(start, start + rows)
-        yield integer_frequencies(mu_idx[part], sigma_idx[part], codebook, grid, tail_radius=tail_radius)
+        yield _frequencies(mu_idx[start : start + rows], sigma_idx[start : start + rows], tables)
 
 
 def tail_radius_for(k: int) -> float | None:

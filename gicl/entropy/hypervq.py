@@ -140,7 +140,7 @@ class HyperVQStreams:
     index_bits: dict[str, float]
 
 
-def _mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> Tensor:
+def branch_mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> Tensor:
     """(B, 1, H, W) bool; all present when no mask is given."""
     if masks is None or name not in masks:
         return torch.ones(like.shape[0], 1, *like.shape[-2:], dtype=torch.bool, device=like.device)
@@ -148,11 +148,12 @@ def _mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> Tensor
     return (m[:, None] if m.dim() == 3 else m).to(torch.bool)
 
 
-def _codebook(codebooks: Tensor | Mapping[str, Tensor], name: str) -> Tensor:
+def codebook_for(codebooks: Tensor | Mapping[str, Tensor], name: str) -> Tensor:
+    """The branch's codebook: one tensor shared by all branches, or one per branch."""
     return (codebooks[name] if isinstance(codebooks, Mapping) else codebooks).detach()
 
 
-def _present(t: Tensor, mask: Tensor) -> Tensor:
+def present(t: Tensor, mask: Tensor) -> Tensor:
     """Rows of (B, C, H, W) (or (B, H, W)) at present positions, raster order per image."""
     if t.dim() == 3:
         return t[mask[:, 0]]
@@ -195,14 +196,14 @@ class HyperVQ(nn.Module):
         rounding in eval mode (what `compress` codes)."""
         out = HyperVQOutput()
         for name, z in latents.items():
-            codebook = _codebook(codebooks, name)
+            codebook = codebook_for(codebooks, name)
             block = self._block(name, codebook)
-            mask = _mask(masks, name, z)
+            mask = branch_mask(masks, name, z)
             y_hat, likelihoods = block.bottleneck(block.analyse(z, mask))
             out.rate_z[name] = -torch.log2(likelihoods).flatten(1).sum(1)
             mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), SnapGrid.for_codebook(codebook))
-            mu_p, sigma_p = _present(mu, mask), _present(sigma, mask)
-            bits = index_bits(mu_p, sigma_p, codebook, _present(indices[name], mask))
+            mu_p, sigma_p = present(mu, mask), present(sigma, mask)
+            bits = index_bits(mu_p, sigma_p, codebook, present(indices[name], mask))
             image = torch.arange(z.shape[0], device=z.device)[:, None, None].expand(-1, *z.shape[-2:])
             out.rate_ind[name] = torch.zeros(z.shape[0], dtype=bits.dtype, device=z.device).index_add(
                 0, image[mask[:, 0]], bits
@@ -232,15 +233,15 @@ class HyperVQ(nn.Module):
         for name, z in latents.items():
             if z.shape[0] != 1:
                 raise ValueError("HyperVQ.compress codes one image at a time (batch size 1)")
-            codebook = _codebook(codebooks, name)
+            codebook = codebook_for(codebooks, name)
             block = self._block(name, codebook)
-            mask = _mask(masks, name, z)
+            mask = branch_mask(masks, name, z)
             y = block.analyse(z, mask)
             strings = block.bottleneck.compress(y)
             # the decoder's path: identical floats on both sides from here on
             y_hat = block.bottleneck.decompress(strings, tuple(y.shape[-2:]))
             mu_idx, sigma_idx, grid = self._snapped(block, y_hat, tuple(z.shape[-2:]), mask, codebook)
-            symbols = _present(indices[name], mask)
+            symbols = present(indices[name], mask)
             coded = encode_indices(symbols, mu_idx, sigma_idx, codebook, grid)
             streams.sections += [strings[0], coded.data]
             streams.checksums += [_float_checksum(y_hat), symbols_checksum(symbols)]
@@ -260,10 +261,10 @@ class HyperVQ(nn.Module):
         absent positions are 0. With checksums, a desync raises BitstreamError."""
         out: dict[str, Tensor] = {}
         for i, (name, (h, w)) in enumerate(shapes.items()):
-            codebook = _codebook(codebooks, name)
+            codebook = codebook_for(codebooks, name)
             block = self._block(name, codebook)
             device = codebook.device
-            mask = _mask(masks, name, torch.empty(1, 1, h, w, device=device))
+            mask = branch_mask(masks, name, torch.empty(1, 1, h, w, device=device))
             hyper_size = (-(-h // HYPER_STRIDE), -(-w // HYPER_STRIDE))
             y_hat = block.bottleneck.decompress([sections[2 * i]], hyper_size).to(device)
             if checksums is not None:
@@ -283,7 +284,7 @@ class HyperVQ(nn.Module):
     ) -> tuple[Tensor, Tensor, SnapGrid]:
         grid = SnapGrid.for_codebook(codebook)
         mu, sigma = block.parameters_for(y_hat, size, grid)
-        mu_idx, sigma_idx = grid.snap(_present(mu, mask), _present(sigma, mask))
+        mu_idx, sigma_idx = grid.snap(present(mu, mask), present(sigma, mask))
         return mu_idx, sigma_idx, grid
 
 
