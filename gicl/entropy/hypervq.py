@@ -28,7 +28,9 @@ scale hyperprior at a width that meets the paper's parameter budget):
 Choices where the paper is silent:
 - σ = unit·exp(s), where `unit` is the power of two below the codebook's largest coordinate
   range (`SnapGrid`): the network's output is scale-free, so a small residual codebook needs
-  no other initialisation. σ is clamped to the coder's σ table range with a straight-through
+  no other initialisation; it starts at unit/4 (the σ output's bias), about the
+  codeword spacing of K = 1024 in d = 4, so the first rates are not those of a uniform
+  table. σ is clamped to the coder's σ table range with a straight-through
   gradient (the clamp never blocks learning).
 - The anchors are detached in the rate ("fixed anchors", §3.2.3): the rate moves μ, σ and,
   through the hyper-analysis and commitment, the encoder; it does not drag codewords.
@@ -56,6 +58,7 @@ from gicl.entropy.anchor_coding import SnapGrid, decode_indices, encode_indices
 
 HYPER_CHANNELS = 72
 HYPER_STRIDE = 4  # two stride-2 layers
+INITIAL_SIGMA_UNITS = 0.25
 
 
 class HyperAnalysis(nn.Sequential):
@@ -74,6 +77,8 @@ class HyperSynthesis(nn.Sequential):
             deconv(channels, channels), nn.LeakyReLU(inplace=True),
             conv(channels, d + 1, kernel_size=3, stride=1),
         )
+        with torch.no_grad():  # start at σ ≈ unit/4: a handful of anchors, not a uniform table
+            self[-1].bias[d] = math.log(INITIAL_SIGMA_UNITS)
 
 
 class HBlock(nn.Module):
@@ -85,6 +90,16 @@ class HBlock(nn.Module):
         self.analysis = HyperAnalysis(d, channels)
         self.bottleneck = EntropyBottleneck(channels)
         self.synthesis = HyperSynthesis(d, channels)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
+        """Size the bottleneck's CDF buffers to the saved ones first (they are empty until
+        `update()`), so a decoder loads the encoder's integer tables instead of rebuilding
+        them; runs at any nesting depth, unlike an override of `load_state_dict`."""
+        for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+            key = f"{prefix}bottleneck.{name}"
+            if key in state_dict:
+                getattr(self.bottleneck, name).resize_(state_dict[key].shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def analyse(self, z: Tensor, mask: Tensor) -> Tensor:
         x = torch.cat([z * mask, mask.to(z.dtype)], 1)

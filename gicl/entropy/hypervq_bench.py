@@ -146,11 +146,11 @@ def snap_stability(
                     flips_threads += int(differs.sum())
                 else:
                     flips_f64 += int(differs.sum())
-                mu_err = max(mu_err, float((mu_o.double() - mu.double()).abs().max(initial=0.0)))
-                log_sigma_err = max(
-                    log_sigma_err,
-                    float((torch.log2(sigma_o.double()) - torch.log2(sigma.double())).abs().max(initial=0.0)),
-                )
+                if len(mu):
+                    mu_err = max(mu_err, float((mu_o.double() - mu.double()).abs().max()))
+                    log_sigma_err = max(
+                        log_sigma_err, float((torch.log2(sigma_o.double() / sigma.double())).abs().max())
+                    )
             margins.append(grid.margins(mu, sigma))
             n += mu.shape[0]
     finally:
