@@ -56,7 +56,7 @@ SIGMA_LEVELS_PER_OCTAVE = 16
 LOGIT_STEPS_PER_NAT = 64
 WEIGHT_BITS = 32
 TAIL_THRESHOLD = 4096  # codebooks larger than this use the bounded tail-floor
-TAIL_RADIUS = 16.0  # nats; e^-16 ≈ 1.1e-7, below one 2^-24 step of the best anchor's mass
+TAIL_RADIUS = 10.0  # nats: pruned anchors each had < e^-10 ≈ 4.5e-5 of the best one's mass
 MU_CLAMP_UNITS = 4  # μ beyond the codebook box by more than this is clamped
 CHUNK_ELEMENTS = 1 << 20  # rows × K per chunk: bounds memory at K = 16384 and beyond
 
