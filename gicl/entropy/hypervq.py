@@ -109,6 +109,7 @@ class HBlock(nn.Module):
     def parameters_for(self, y_hat: Tensor, size: tuple[int, int], grid: SnapGrid) -> tuple[Tensor, Tensor]:
         """μ (B, d, H, W) and σ (B, H, W) from quantized hyper-latents."""
         out = self.synthesis(y_hat)[..., : size[0], : size[1]]
+        out = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16 autocast: not for σ, μ
         log_sigma = out[:, self.d] + math.log(grid.unit)
         lo, hi = math.log(grid.sigma_min), math.log(grid.sigma_max)
         log_sigma = log_sigma + (log_sigma.clamp(lo, hi) - log_sigma).detach()  # straight-through clamp
@@ -120,9 +121,13 @@ def anchor_logits(mu: Tensor, sigma: Tensor, codebook: Tensor) -> Tensor:
 
     ‖c − μ‖² = ‖c‖² − 2μ·c + ‖μ‖²; the ‖μ‖² term is the same for every k and cancels in the
     softmax, so the logits are (2μ·c − ‖c‖²)/2σ² (one GEMM, no (N, K, d) tensor).
+    At least float32 and outside autocast: in bf16 the logits' differences, which carry the
+    rate, would drown in the rounding of their large common part.
     """
-    c = codebook.to(mu.dtype)
-    return (2.0 * mu @ c.t() - (c * c).sum(1)[None, :]) / (2.0 * sigma * sigma)[:, None]
+    dtype = torch.promote_types(mu.dtype, torch.float32)
+    with torch.autocast(mu.device.type, enabled=False):
+        mu, sigma, c = mu.to(dtype), sigma.to(dtype), codebook.to(dtype)
+        return (2.0 * mu @ c.t() - (c * c).sum(1)[None, :]) / (2.0 * sigma * sigma)[:, None]
 
 
 def index_bits(mu: Tensor, sigma: Tensor, codebook: Tensor, target: Tensor) -> Tensor:
