@@ -178,6 +178,8 @@ def test_a_wrong_checksum_or_a_damaged_section_is_a_bitstream_error(setup: dict)
     wrong[1] ^= 1
     with pytest.raises(BitstreamError, match="section 1"):
         model.decompress(streams.sections, shapes, codebook, masks, wrong)
+    with pytest.raises(BitstreamError, match="2 sections per branch"):
+        model.decompress(streams.sections[:5], shapes, codebook, masks, streams.checksums)
     damaged = list(streams.sections)
     damaged[1] = bytes([damaged[1][0] ^ 0xFF]) + damaged[1][1:]
     with pytest.raises(BitstreamError):

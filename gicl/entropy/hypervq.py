@@ -55,6 +55,7 @@ from torch import Tensor, nn
 
 from gicl.codecs.base import symbols_checksum, verify_symbols
 from gicl.entropy.anchor_coding import SnapGrid, decode_indices, encode_indices
+from gicl.errors import BitstreamError
 
 HYPER_CHANNELS = 72
 HYPER_STRIDE = 4  # two stride-2 layers
@@ -279,6 +280,11 @@ class HyperVQ(nn.Module):
     ) -> dict[str, Tensor]:
         """Indices (1, H, W) per branch of `shapes` (the branch grids, in section order);
         absent positions are 0. With checksums, a desync raises BitstreamError."""
+        if len(sections) != 2 * len(shapes):
+            raise BitstreamError(
+                f"HyperVQ needs 2 sections per branch ({2 * len(shapes)} for {len(shapes)} branches), "
+                f"got {len(sections)}: the file is truncated or of another model"
+            )
         out: dict[str, Tensor] = {}
         for i, (name, (h, w)) in enumerate(shapes.items()):
             codebook = codebook_for(codebooks, name)
