@@ -10,12 +10,11 @@ so the parameters here are synthetic (codeword + Gaussian noise, σ from a fixed
 
 `snap_stability` says how often a location lies so close to a snapping boundary that the
 float discrepancy between two evaluations of the same hyper-synthesis (another thread count,
-float64 standing in for another device) would change its integer table.
+other kernels, another precision) would change its integer table.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -103,6 +102,17 @@ def tail_floor_cost(codebook: Tensor, mu: Tensor, sigma: Tensor, indices: Tensor
     return bits(tail_radius_for(codebook.shape[0])) / bits(None) - 1.0
 
 
+def _evaluate(
+    block: torch.nn.Module, y_hat: Tensor, size: tuple[int, int], grid: SnapGrid, mask: Tensor, *,
+    threads: int, float64: bool, channels_last: bool,
+) -> tuple[Tensor, Tensor]:
+    """Present positions' μ, σ from one evaluation of a branch's hyper-synthesis."""
+    torch.set_num_threads(threads)
+    y = y_hat.contiguous(memory_format=torch.channels_last) if channels_last else y_hat
+    mu, sigma = block.parameters_for(y, size, grid, float64=float64)
+    return present(mu, mask), present(sigma, mask)
+
+
 @torch.no_grad()
 def snap_stability(
     model: torch.nn.Module,
@@ -111,55 +121,58 @@ def snap_stability(
     masks: Mapping[str, Tensor] | None = None,
     *,
     threads: tuple[int, int] = (1, 2),
-) -> dict[str, float]:
+) -> dict[str, dict[str, float]]:
     """Per-location snapping robustness of a HyperVQ model's μ, σ on these latents.
 
-    The same quantized hyper-latents go through the hyper-synthesis three ways: float32 at
-    `threads[0]` and at `threads[1]` CPU threads, and float64 (a stand-in for another
-    device's rounding). Reported: the largest μ and log₂σ discrepancies seen, the share of
-    locations whose margin to a snapping boundary is below those discrepancies (could flip),
-    and the share whose snapped indices actually differ (did flip).
+    For each precision of the hyper-synthesis — float32 (training's) and float64 (the
+    coder's) — the same quantized hyper-latents go through it at `threads[0]` (the
+    reference) and at `threads[1]` CPU threads and with channels-last inputs (other kernels,
+    a stand-in for another machine); float32 is also compared with float64. Reported per
+    precision: the largest μ and log₂σ discrepancies seen, the share of locations whose
+    margin to a snapping boundary is below those (could flip), and the share whose snapped
+    indices did differ from the reference's (did flip).
     """
-    double = copy.deepcopy(model).double()
-    n = flips_threads = flips_f64 = near = 0
-    mu_err = log_sigma_err = 0.0
-    margins: list[tuple[Tensor, Tensor]] = []
+    report: dict[str, dict[str, float]] = {}
     before = torch.get_num_threads()
     try:
-        for name, z in latents.items():
-            codebook = codebook_for(codebooks, name)
-            grid = SnapGrid.for_codebook(codebook)
-            block = model.blocks[name]
-            mask = branch_mask(masks, name, z)
-            y_hat = block.bottleneck(block.analyse(z, mask))[0]
-            runs = []
-            for t in threads:
-                torch.set_num_threads(t)
-                runs.append(block.parameters_for(y_hat, tuple(z.shape[-2:]), grid))
-            runs.append(double.blocks[name].parameters_for(y_hat.double(), tuple(z.shape[-2:]), grid))
-            (mu, sigma), *others = [(present(m, mask), present(s, mask)) for m, s in runs]
-            ref = grid.snap(mu, sigma)
-            for i, (mu_o, sigma_o) in enumerate(others):
-                other = grid.snap(mu_o, sigma_o)
-                differs = (ref[0] != other[0]).any(1) | (ref[1] != other[1])
-                if i == 0:
-                    flips_threads += int(differs.sum())
-                else:
-                    flips_f64 += int(differs.sum())
-                if len(mu):
-                    mu_err = max(mu_err, float((mu_o.double() - mu.double()).abs().max()))
-                    log_sigma_err = max(
-                        log_sigma_err, float((torch.log2(sigma_o.double() / sigma.double())).abs().max())
-                    )
-            margins.append(grid.margins(mu, sigma))
-            n += mu.shape[0]
+        for float64 in (False, True):
+            n = flips = near = 0
+            mu_err = log_sigma_err = 0.0
+            margins: list[tuple[Tensor, Tensor]] = []
+            for name, z in latents.items():
+                codebook = codebook_for(codebooks, name)
+                grid = SnapGrid.for_codebook(codebook)
+                block = model.blocks[name]
+                mask = branch_mask(masks, name, z)
+                y_hat = block.bottleneck(block.analyse(z, mask))[0]
+                size = tuple(z.shape[-2:])
+
+                at = (block, y_hat, size, grid, mask)
+                mu, sigma = _evaluate(*at, threads=threads[0], float64=float64, channels_last=False)
+                others = [
+                    _evaluate(*at, threads=threads[1], float64=float64, channels_last=False),
+                    _evaluate(*at, threads=threads[0], float64=float64, channels_last=True),
+                ]
+                if not float64:
+                    others.append(_evaluate(*at, threads=threads[0], float64=True, channels_last=False))
+                ref = grid.snap(mu, sigma)
+                differs = torch.zeros(len(mu), dtype=torch.bool)
+                for mu_o, sigma_o in others:
+                    other = grid.snap(mu_o, sigma_o)
+                    differs |= (ref[0] != other[0]).any(1) | (ref[1] != other[1])
+                    if len(mu):
+                        mu_err = max(mu_err, float((mu_o.double() - mu.double()).abs().max()))
+                        ratio = sigma_o.double() / sigma.double()
+                        log_sigma_err = max(log_sigma_err, float(torch.log2(ratio).abs().max()))
+                flips += int(differs.sum())
+                margins.append(grid.margins(mu, sigma))
+                n += len(mu)
+            for mu_margin, sigma_margin in margins:
+                near += int(((mu_margin <= mu_err) | (sigma_margin <= log_sigma_err)).sum())
+            report["float64" if float64 else "float32"] = {
+                "locations": n, "max_mu_discrepancy": mu_err, "max_log2_sigma_discrepancy": log_sigma_err,
+                "near_boundary_share": near / max(n, 1), "flipped_share": flips / max(n, 1),
+            }
     finally:
         torch.set_num_threads(before)
-    for mu_margin, sigma_margin in margins:
-        near += int(((mu_margin <= mu_err) | (sigma_margin <= log_sigma_err)).sum())
-    return {
-        "locations": n, "max_mu_discrepancy": mu_err, "max_log2_sigma_discrepancy": log_sigma_err,
-        "near_boundary_share": near / max(n, 1),
-        "flipped_share_threads": flips_threads / max(n, 1),
-        "flipped_share_float64": flips_f64 / max(n, 1),
-    }
+    return report
