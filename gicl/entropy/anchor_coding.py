@@ -6,6 +6,8 @@ encoder and the decoder to build *the same integer frequency table* at every loc
 although μ and σ come out of float convolutions whose last bits differ across thread counts,
 CPUs and GPUs. This module makes the table a deterministic function of integers:
 
+0. μ and σ come from the hyper-synthesis run in float64 (`HyperVQ.compress`), so machines
+   disagree on them by ~10⁻¹⁵, not the ~10⁻⁶ of float32.
 1. **Snap** (`SnapGrid.snap`): μ to a fixed step and σ to a log-spaced scale table (as
    CompressAI's GaussianConditional does for scales). Only the integer grid indices go on.
    A float discrepancy changes a table only when it moves a value across a grid boundary;
