@@ -172,3 +172,21 @@ def test_controlgic_hyperprior_is_1p6m_parameters_and_reads_the_codec_maps() -> 
     rates = hyper(latents, idx, codec.quantizer.embedding.weight, masks).rate_ind
     for n in idx:
         assert rates[n].shape == (1,) and float(rates[n]) > 0
+
+
+def test_constriction_codes_with_exactly_our_integer_table() -> None:
+    """Symbols sitting on floor entries (f = 1: 24 bits each) and on the largest entry: if
+    constriction's fast quantiser made any of those frequencies differ from ours, every such
+    symbol would cost a bit or more off the ideal; the payload is the ideal to a word or two."""
+    codebook = torch.randn(1024, 4, generator=torch.Generator().manual_seed(6))
+    mu, sigma, _ = synthetic_parameters(codebook, 4000, seed=6)
+    grid = SnapGrid.for_codebook(codebook)
+    mu_idx, sigma_idx = grid.snap(mu, sigma)
+    f = integer_frequencies(mu_idx, sigma_idx, codebook, grid)
+    floor = (f == 1).to(torch.int64).argmax(1)  # the first floor entry of each row
+    symbols = torch.where(torch.arange(4000) % 2 == 0, floor, f.argmax(1))
+    assert bool((f[torch.arange(0, 4000, 2), symbols[::2]] == 1).all())
+    coded = encode_indices(symbols, mu_idx, sigma_idx, codebook, grid)
+    assert coded.information_bits <= 8 * len(coded.data) <= coded.information_bits + 64
+    assert coded.information_bits > 2000 * 24
+    assert torch.equal(decode_indices(coded.data, mu_idx, sigma_idx, codebook, grid), symbols)
