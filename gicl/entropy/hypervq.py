@@ -1,0 +1,339 @@
+"""HyperVQ: a hyperprior entropy model for VQ indices (Niu et al., arXiv:2512.07192).
+
+The paper moves probability modelling into the codebook's embedding space: a hyperprior
+predicts, per location, an isotropic Gaussian N(μ, σ²I) in R^d, and the codewords are
+fixed "anchors" whose categorical probabilities follow from their distances,
+
+    (3)  p(ind = k) = softmax_k(−‖c_k − μ‖² / 2σ²),
+    (4)  R_ind = Σ_locations −log₂ p(ind_true)   (bits; differentiable in μ and σ).
+
+This module is that entropy model, independent of any backbone. One *branch* is one index
+map with its own hyperprior: a Control-GIC granularity (fine H/4, medium H/8, coarse H/16,
+one shared codebook), the single map of a VQGAN, or one ProGIC RVQ stage (its own codebook;
+each stage's hyper-stream is a separate section, so a prefix of stages decodes alone).
+
+The H Block (the paper names it but gives no layers; our choice, after Ballé et al. 2018's
+scale hyperprior at a width that meets the paper's parameter budget):
+- hyper-analysis: input `[z·m, m]` (d + 1 channels: the masked latent and the routing mask,
+  so absent positions cost no hyper bits and the network knows which positions count),
+  3×3 conv s1 → LeakyReLU → 5×5 conv s2 → LeakyReLU → 5×5 conv s2, C channels (H/4 of the
+  branch). The branch is zero-padded to a multiple of 4 first and the output cropped back.
+- hyper-latents through CompressAI's `EntropyBottleneck(C)` (uniform noise in training,
+  rounding about the medians at inference, its own rANS stream, `aux_loss`, `update`).
+- hyper-synthesis: 5×5 deconv s2 → LeakyReLU → 5×5 deconv s2 → LeakyReLU → 3×3 conv to
+  d + 1 channels: μ (d) and log σ (1).
+- C = 72: three Control-GIC branches (d = 4) hold 1.60 M parameters, the paper's
+  132.30 M − 130.69 M = 1.61 M for HVQ-CGIC.
+
+Choices where the paper is silent:
+- σ = unit·exp(s), where `unit` is the power of two below the codebook's largest coordinate
+  range (`SnapGrid`): the network's output is scale-free, so a small residual codebook needs
+  no other initialisation; it starts at unit/4 (the σ output's bias), about the
+  codeword spacing of K = 1024 in d = 4, so the first rates are not those of a uniform
+  table. σ is clamped to the coder's σ table range with a straight-through
+  gradient (the clamp never blocks learning).
+- The anchors are detached in the rate ("fixed anchors", §3.2.3): the rate moves μ, σ and,
+  through the hyper-analysis and commitment, the encoder; it does not drag codewords.
+- Masked branches: only positions present in the mask are coded and counted (the masks
+  themselves are the backbone's business, sent before the indices).
+
+Exact coding (integer tables identical on encoder and decoder machines, 24-bit range coder,
+bounded tail-floor above 4096 codewords) is `gicl.entropy.anchor_coding`; for it the
+hyper-synthesis runs in float64, which keeps machines' μ, σ within ~10⁻¹⁵ of each other
+(float32: ~10⁻⁵, enough to move 0.03 % of locations across a snapping boundary).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck
+from compressai.models.utils import conv, deconv
+from torch import Tensor, nn
+
+from gicl.codecs.base import symbols_checksum, verify_symbols
+from gicl.entropy.anchor_coding import SnapGrid, decode_indices, encode_indices
+from gicl.errors import BitstreamError
+
+HYPER_CHANNELS = 72
+HYPER_STRIDE = 4  # two stride-2 layers
+INITIAL_SIGMA_UNITS = 0.25
+
+
+class HyperAnalysis(nn.Sequential):
+    def __init__(self, d: int, channels: int) -> None:
+        super().__init__(
+            conv(d + 1, channels, kernel_size=3, stride=1), nn.LeakyReLU(inplace=True),
+            conv(channels, channels), nn.LeakyReLU(inplace=True),
+            conv(channels, channels),
+        )
+
+
+class HyperSynthesis(nn.Sequential):
+    def __init__(self, d: int, channels: int) -> None:
+        super().__init__(
+            deconv(channels, channels), nn.LeakyReLU(inplace=True),
+            deconv(channels, channels), nn.LeakyReLU(inplace=True),
+            conv(channels, d + 1, kernel_size=3, stride=1),
+        )
+        with torch.no_grad():  # start at σ ≈ unit/4: a handful of anchors, not a uniform table
+            self[-1].bias[d] = math.log(INITIAL_SIGMA_UNITS)
+
+
+class HBlock(nn.Module):
+    """One branch's hyperprior: analysis, factorized bottleneck, synthesis."""
+
+    def __init__(self, d: int, k: int, channels: int) -> None:
+        super().__init__()
+        self.d, self.k = d, k
+        self.analysis = HyperAnalysis(d, channels)
+        self.bottleneck = EntropyBottleneck(channels)
+        self.synthesis = HyperSynthesis(d, channels)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
+        """Size the bottleneck's CDF buffers to the saved ones first (they are empty until
+        `update()`), so a decoder loads the encoder's integer tables instead of rebuilding
+        them; runs at any nesting depth, unlike an override of `load_state_dict`."""
+        for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+            key = f"{prefix}bottleneck.{name}"
+            if key in state_dict:
+                getattr(self.bottleneck, name).resize_(state_dict[key].shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def analyse(self, z: Tensor, mask: Tensor) -> Tensor:
+        x = torch.cat([z * mask, mask.to(z.dtype)], 1)
+        h, w = x.shape[-2:]
+        return self.analysis(F.pad(x, (0, (-w) % HYPER_STRIDE, 0, (-h) % HYPER_STRIDE)))
+
+    def parameters_for(
+        self, y_hat: Tensor, size: tuple[int, int], grid: SnapGrid, *, float64: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """μ (B, d, H, W) and σ (B, H, W) from quantized hyper-latents.
+
+        float64: run the hyper-synthesis in double precision (the coder's path, see
+        `HyperVQ.compress`); training uses the module's own precision.
+        """
+        if float64:
+            weights = {k: v.double() for k, v in self.synthesis.named_parameters()}
+            out = torch.func.functional_call(self.synthesis, weights, (y_hat.double(),))
+        else:
+            out = self.synthesis(y_hat)
+        out = out[..., : size[0], : size[1]]
+        out = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16 autocast: not for σ, μ
+        log_sigma = out[:, self.d] + math.log(grid.unit)
+        lo, hi = math.log(grid.sigma_min), math.log(grid.sigma_max)
+        log_sigma = log_sigma + (log_sigma.clamp(lo, hi) - log_sigma).detach()  # straight-through clamp
+        return out[:, : self.d], torch.exp(log_sigma)
+
+
+def anchor_logits(mu: Tensor, sigma: Tensor, codebook: Tensor) -> Tensor:
+    """Eq. 3's logits (N, K) for μ (N, d), σ (N,), codebook (K, d), up to a per-row constant.
+
+    ‖c − μ‖² = ‖c‖² − 2μ·c + ‖μ‖²; the ‖μ‖² term is the same for every k and cancels in the
+    softmax, so the logits are (2μ·c − ‖c‖²)/2σ² (one GEMM, no (N, K, d) tensor).
+    At least float32 and outside autocast: in bf16 the logits' differences, which carry the
+    rate, would drown in the rounding of their large common part.
+    """
+    dtype = torch.promote_types(mu.dtype, torch.float32)
+    with torch.autocast(mu.device.type, enabled=False):
+        mu, sigma, c = mu.to(dtype), sigma.to(dtype), codebook.to(dtype)
+        return (2.0 * mu @ c.t() - (c * c).sum(1)[None, :]) / (2.0 * sigma * sigma)[:, None]
+
+
+def index_bits(mu: Tensor, sigma: Tensor, codebook: Tensor, target: Tensor) -> Tensor:
+    """Eq. 4 per location: −log₂ p(target) in bits (N,), differentiable in μ and σ."""
+    return F.cross_entropy(anchor_logits(mu, sigma, codebook), target, reduction="none") / math.log(2.0)
+
+
+@dataclass
+class HyperVQOutput:
+    """rate_ind / rate_z: bits per image (B,) by branch; mu, sigma: per-location parameters of
+    the present positions (N, d) and (N,), in mask order, for tools and tests."""
+
+    rate_ind: dict[str, Tensor] = field(default_factory=dict)
+    rate_z: dict[str, Tensor] = field(default_factory=dict)
+    mu: dict[str, Tensor] = field(default_factory=dict)
+    sigma: dict[str, Tensor] = field(default_factory=dict)
+
+    def bits(self) -> Tensor:
+        """R_ind + R_z over all branches, (B,)."""
+        return sum(self.rate_ind.values()) + sum(self.rate_z.values())  # type: ignore[return-value]
+
+
+@dataclass
+class HyperVQStreams:
+    """One image's HyperVQ sections: [hyper, indices] per branch in call order, one checksum
+    per section, and −log₂ of the integer tables used for each index section (bits)."""
+
+    sections: list[bytes]
+    checksums: list[int]
+    index_bits: dict[str, float]
+
+
+def branch_mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> Tensor:
+    """(B, 1, H, W) bool; all present when no mask is given."""
+    if masks is None or name not in masks:
+        return torch.ones(like.shape[0], 1, *like.shape[-2:], dtype=torch.bool, device=like.device)
+    m = masks[name]
+    return (m[:, None] if m.dim() == 3 else m).to(torch.bool)
+
+
+def codebook_for(codebooks: Tensor | Mapping[str, Tensor], name: str) -> Tensor:
+    """The branch's codebook: one tensor shared by all branches, or one per branch."""
+    return (codebooks[name] if isinstance(codebooks, Mapping) else codebooks).detach()
+
+
+def present(t: Tensor, mask: Tensor) -> Tensor:
+    """Rows of (B, C, H, W) (or (B, H, W)) at present positions, raster order per image."""
+    if t.dim() == 3:
+        return t[mask[:, 0]]
+    return t.permute(0, 2, 3, 1)[mask[:, 0]]
+
+
+class HyperVQ(nn.Module):
+    """Per-branch hyperpriors with eq. 3 categorical index models.
+
+    branches: name → (d, K) (embedding dimension, codebook size). Every call takes the
+    branches it is given, in the order given, so a caller may code a subset (a ProGIC prefix).
+    """
+
+    def __init__(self, branches: Mapping[str, tuple[int, int]], *, channels: int = HYPER_CHANNELS) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("HyperVQ needs at least one branch")
+        self.branch_specs = {name: (int(d), int(k)) for name, (d, k) in branches.items()}
+        self.blocks = nn.ModuleDict({n: HBlock(d, k, channels) for n, (d, k) in self.branch_specs.items()})
+
+    def _block(self, name: str, codebook: Tensor) -> HBlock:
+        if name not in self.blocks:
+            raise ValueError(f"unknown HyperVQ branch '{name}' (known: {', '.join(self.blocks)})")
+        block = self.blocks[name]
+        if tuple(codebook.shape) != (block.k, block.d):
+            raise ValueError(
+                f"branch '{name}' expects a ({block.k}, {block.d}) codebook, got {tuple(codebook.shape)}"
+            )
+        return block  # type: ignore[return-value]
+
+    def forward(
+        self,
+        latents: Mapping[str, Tensor],
+        indices: Mapping[str, Tensor],
+        codebooks: Tensor | Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> HyperVQOutput:
+        """Rates in bits per image: R_ind (eq. 4 over present positions) and R_z (the
+        EntropyBottleneck's −log₂ likelihoods). Differentiable; noise in training mode,
+        rounding in eval mode (what `compress` codes)."""
+        out = HyperVQOutput()
+        for name, z in latents.items():
+            codebook = codebook_for(codebooks, name)
+            block = self._block(name, codebook)
+            mask = branch_mask(masks, name, z)
+            y_hat, likelihoods = block.bottleneck(block.analyse(z, mask))
+            out.rate_z[name] = -torch.log2(likelihoods).flatten(1).sum(1)
+            mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), SnapGrid.for_codebook(codebook))
+            mu_p, sigma_p = present(mu, mask), present(sigma, mask)
+            bits = index_bits(mu_p, sigma_p, codebook, present(indices[name], mask))
+            image = torch.arange(z.shape[0], device=z.device)[:, None, None].expand(-1, *z.shape[-2:])
+            out.rate_ind[name] = torch.zeros(z.shape[0], dtype=bits.dtype, device=z.device).index_add(
+                0, image[mask[:, 0]], bits
+            )
+            out.mu[name], out.sigma[name] = mu_p, sigma_p
+        return out
+
+    def aux_loss(self) -> Tensor:
+        """The EntropyBottlenecks' quantile loss (CompressAI): optimise with its own optimiser."""
+        return sum(block.bottleneck.loss() for block in self.blocks.values())  # type: ignore[return-value]
+
+    def update(self, force: bool = False) -> bool:
+        """Build the EntropyBottlenecks' integer CDF tables (call before `compress`)."""
+        updated = [block.bottleneck.update(force=force) for block in self.blocks.values()]
+        return any(updated)
+
+    @torch.no_grad()
+    def compress(
+        self,
+        latents: Mapping[str, Tensor],
+        indices: Mapping[str, Tensor],
+        codebooks: Tensor | Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+    ) -> HyperVQStreams:
+        """One image (batch 1): per branch a hyper section and an index section."""
+        streams = HyperVQStreams([], [], {})
+        for name, z in latents.items():
+            if z.shape[0] != 1:
+                raise ValueError("HyperVQ.compress codes one image at a time (batch size 1)")
+            codebook = codebook_for(codebooks, name)
+            block = self._block(name, codebook)
+            mask = branch_mask(masks, name, z)
+            y = block.analyse(z, mask)
+            strings = block.bottleneck.compress(y)
+            # the decoder's path: identical floats on both sides from here on
+            y_hat = block.bottleneck.decompress(strings, tuple(y.shape[-2:]))
+            mu_idx, sigma_idx, grid = self._snapped(block, y_hat, tuple(z.shape[-2:]), mask, codebook)
+            symbols = present(indices[name], mask)
+            coded = encode_indices(symbols, mu_idx, sigma_idx, codebook, grid)
+            streams.sections += [strings[0], coded.data]
+            streams.checksums += [_float_checksum(y_hat), symbols_checksum(symbols)]
+            streams.index_bits[name] = coded.information_bits
+        return streams
+
+    @torch.no_grad()
+    def decompress(
+        self,
+        sections: list[bytes],
+        shapes: Mapping[str, tuple[int, int]],
+        codebooks: Tensor | Mapping[str, Tensor],
+        masks: Mapping[str, Tensor] | None = None,
+        checksums: list[int] | None = None,
+    ) -> dict[str, Tensor]:
+        """Indices (1, H, W) per branch of `shapes` (the branch grids, in section order);
+        absent positions are 0. With checksums, a desync raises BitstreamError."""
+        if len(sections) != 2 * len(shapes):
+            raise BitstreamError(
+                f"HyperVQ needs 2 sections per branch ({2 * len(shapes)} for {len(shapes)} branches), "
+                f"got {len(sections)}: the file is truncated or of another model"
+            )
+        out: dict[str, Tensor] = {}
+        for i, (name, (h, w)) in enumerate(shapes.items()):
+            codebook = codebook_for(codebooks, name)
+            block = self._block(name, codebook)
+            device = codebook.device
+            mask = branch_mask(masks, name, torch.empty(1, 1, h, w, device=device))
+            hyper_size = (-(-h // HYPER_STRIDE), -(-w // HYPER_STRIDE))
+            y_hat = block.bottleneck.decompress([sections[2 * i]], hyper_size).to(device)
+            if checksums is not None:
+                _verify_float(y_hat, checksums[2 * i], 2 * i)
+            mu_idx, sigma_idx, grid = self._snapped(block, y_hat, (h, w), mask, codebook)
+            symbols = decode_indices(sections[2 * i + 1], mu_idx, sigma_idx, codebook, grid).to(device)
+            if checksums is not None:
+                verify_symbols(symbols, checksums[2 * i + 1], 2 * i + 1)
+            idx = torch.zeros(1, h, w, dtype=torch.int64, device=device)
+            idx[mask[:, 0]] = symbols
+            out[name] = idx
+        return out
+
+    @staticmethod
+    def _snapped(
+        block: HBlock, y_hat: Tensor, size: tuple[int, int], mask: Tensor, codebook: Tensor
+    ) -> tuple[Tensor, Tensor, SnapGrid]:
+        """The coder's μ, σ indices: hyper-synthesis in float64, then snapped. Float64 makes
+        the discrepancy between machines ~10⁻¹⁵ instead of ~10⁻⁶, so a location lands within
+        it of a grid boundary ~10⁹ times less often (docs/hypervq.md, measurements)."""
+        grid = SnapGrid.for_codebook(codebook)
+        mu, sigma = block.parameters_for(y_hat, size, grid, float64=True)
+        mu_idx, sigma_idx = grid.snap(present(mu, mask), present(sigma, mask))
+        return mu_idx, sigma_idx, grid
+
+
+def _float_checksum(t: Tensor) -> int:
+    """CRC of float32 bit patterns: the hyper-latents must decode to identical floats."""
+    return symbols_checksum(t.detach().float().contiguous().view(torch.int32))
+
+
+def _verify_float(t: Tensor, expected: int, section: int) -> None:
+    verify_symbols(t.detach().float().contiguous().view(torch.int32), expected, section)
