@@ -26,12 +26,11 @@ _MASK31 = 0x7FFFFFFF
 
 def hash_uniform(key: int, n: int) -> torch.Tensor:
     """n float32 values in [0, 1), multiples of 2⁻²⁴, from an integer hash of (key, i)."""
-    x = torch.arange(n, dtype=torch.int64)
-    x = (x * 0x9E3779B1 + key) & _MASK31
-    x = ((x ^ (x >> 15)) * 0x2C1B3C6D) & _MASK31
-    x = ((x ^ (x >> 12)) * 0x297A2D39) & _MASK31
-    x = ((x ^ (x >> 15)) * 0x1B873593) & _MASK31
-    x = x ^ (x >> 16)
+    # in place: the official model has 164 M weights, and temporaries would dominate
+    x = torch.arange(n, dtype=torch.int64).mul_(0x9E3779B1).add_(key).bitwise_and_(_MASK31)
+    for shift, mult in ((15, 0x2C1B3C6D), (12, 0x297A2D39), (15, 0x1B873593)):
+        x.bitwise_xor_(x >> shift).mul_(mult).bitwise_and_(_MASK31)
+    x.bitwise_xor_(x >> 16)
     return (x >> 7).to(torch.float32) * (1.0 / 16777216.0)
 
 
@@ -69,14 +68,34 @@ def state_dict_sha256(sd: dict[str, torch.Tensor]) -> str:
 
 def filled_glc() -> tuple[GLC, dict[str, torch.Tensor]]:
     """The official-size GLC in eval mode with the fixture's weights, and those weights."""
-    codec = GLC()
+    with torch.device("meta"):  # no throw-away random init of 164 M weights
+        codec = GLC()
     sd = filled_state_dict(codec)
-    codec.load_state_dict(sd, strict=True)
+    codec.load_state_dict(sd, strict=True, assign=True)
+    codec.z_vq.usage = torch.zeros_like(codec.z_vq.usage, device="cpu")
+    codec.vqgan.quantize.usage = torch.zeros_like(codec.vqgan.quantize.usage, device="cpu")
     return codec.eval(), sd
 
 
 def test_fill_matches_the_fixture_weights() -> None:
-    codec = GLC()
+    with torch.device("meta"):
+        codec = GLC()
     sd = filled_state_dict(codec)
     assert len(sd) == 792
     assert state_dict_sha256(sd) == STATE_DICT_SHA256
+
+
+# A small GLC (same structure, narrow layers, 256-entry codebooks) for fast round trips.
+TINY = {
+    "name": "glc", "channels": 64, "nf": 32, "codebook_size": 256, "code_pred_dim": 32,
+    "code_pred_heads": 2, "code_pred_layers": 1,
+}
+
+
+def filled_tiny_glc() -> GLC:
+    """The small GLC, built from its recipe config, with the same fill rules (eval mode)."""
+    from gicl.codecs import build_codec
+
+    codec = build_codec(TINY)
+    codec.load_state_dict(filled_state_dict(codec), strict=True)
+    return codec.eval()

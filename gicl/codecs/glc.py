@@ -21,7 +21,7 @@ step k > 0 uses `y_spatial_prior(y_spatial_prior_adaptor_k(cat(ŷ so far, reduct
 Quantisation is rounding of (y·q − μ) with a straight-through gradient (the official `quant`).
 
 Parameters (official build, tests/test_glc.py): 163.99 M in all. Training-only: the two code
-predictors (27.59 M each; Sec. 4.2–4.3 use them as losses only, `GLC_Image.test` never calls
+predictors (27.58 M each; Sec. 4.2–4.3 use them as losses only, `GLC_Image.test` never calls
 them) and the VQ-VAE's own codebook `vqgan.quantize` (4.19 M; stage I's bottleneck, E_VQ in
 stage III and the initialisation of `z_vq`, never on the inference path). Without the code
 predictors the model has 108.83 M, the paper's "109 M" (Table 3); the inference codec also
@@ -373,7 +373,8 @@ class GLC(Codec):
     ) -> CodecOutput:
         """x ∈ [0, 1] (B, 3, H, W), point {"quality": q}. In eval mode x_hat equals
         `decompress(compress(x))`. extras: latent l, latent_hat l̂, y, z, z_indices, y_q,
-        scales, means, params (float64 unless training). forced_y_q: teacher forcing."""
+        scales, means, params and y_hat (ŷ·step, the input of `dec`), float64 unless
+        training. forced_y_q: teacher forcing (integer ŷ residuals used instead of rounding)."""
         q = self.quality_of(point)
         size = (x.shape[-2], x.shape[-1])
         latent, y, z = self.analyse(x, q)
@@ -385,14 +386,16 @@ class GLC(Codec):
         )
         latent_hat, x_hat = self.synthesise(y_hat, q, size)
         b = x.shape[0]
-        rate_y = gaussian_bits(y_q, scales).flatten(1).sum(1).to(x.dtype)
+        # float32 as the official estimate (also under bf16 autocast: −log of tiny p needs it)
+        rate_y = gaussian_bits(y_q.float(), scales.float()).flatten(1).sum(1)
         return CodecOutput(
             x_hat=x_hat,
             rate={"y": rate_y, "z": torch.full((b,), float(z_idx[0].numel() * self.z_bits), device=x.device)},
             losses={"z_vq": z_loss},
             extras={
                 "latent": latent, "latent_hat": latent_hat, "y": y, "z": z, "z_indices": z_idx,
-                "y_q": y_q, "scales": scales, "means": means, "params": params, "quality": q,
+                "y_q": y_q, "scales": scales, "means": means, "params": params, "y_hat": y_hat,
+                "quality": q,
             },
         )
 

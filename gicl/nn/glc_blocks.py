@@ -28,6 +28,25 @@ from gicl.nn.vq import VectorQuantizer
 # -------------------------------------------------------------------------------- DCVC-DC
 
 
+def depthwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A depthwise 3×3 conv; in float64 as a sum of 9 shifted products.
+
+    GLC's entropy-parameter path runs in float64 when coding (see `gicl.codecs.glc`), and
+    PyTorch's CPU grouped convolution has no fast float64 kernel (≈ 100× slower than the
+    dense convolutions around it); 9 elementwise products are as exact and fast.
+    """
+    if x.dtype != torch.float64:
+        return conv(x)
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (1, 1, 1, 1))
+    k = conv.weight[:, 0]
+    out = conv.bias[:, None, None].expand_as(x)
+    for i in range(3):
+        for j in range(3):
+            out = out + xp[..., i:i + h, j:j + w] * k[:, i, j, None, None]
+    return out
+
+
 class DepthConv(nn.Module):
     """1×1 → LeakyReLU(0.01) → depthwise 3×3 → 1×1, plus the (adapted) input."""
 
@@ -40,7 +59,7 @@ class DepthConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.adaptor is None else self.adaptor(x)
-        return self.conv2(self.depth_conv(self.conv1(x))) + identity
+        return self.conv2(depthwise(self.depth_conv, self.conv1(x))) + identity
 
 
 class DepthConv2(nn.Module):
