@@ -94,28 +94,20 @@ BYPASS_BITS = 4  # CompressAI's escape-code chunk
 TRAINING_ONLY = ("vqgan_codebook", "code_predictors")
 
 
-class GLCEncoder(nn.Module):
-    """g_a (official `GLC_Encoder`): enc_1 → · q_enc[q] (per channel) → enc_2."""
+class ScaledTransform(nn.Module):
+    """g_a / g_s (official `GLC_Encoder` / `GLC_Decoder`): two gated depth-conv blocks, a
+    per-channel scale (the quality's q_enc / q_dec row), two more blocks. `prefix` names the
+    halves as the official modules do (`enc_1`/`enc_2`, `dec_1`/`dec_2`)."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, prefix: str) -> None:
         super().__init__()
-        self.enc_1 = nn.Sequential(DepthConvBlock2(n, n), DepthConvBlock2(n, n))
-        self.enc_2 = nn.Sequential(DepthConvBlock2(n, n), DepthConvBlock2(n, n))
+        self.halves = (f"{prefix}_1", f"{prefix}_2")
+        for name in self.halves:
+            self.add_module(name, nn.Sequential(DepthConvBlock2(n, n), DepthConvBlock2(n, n)))
 
     def forward(self, x: Tensor, quant_step: Tensor) -> Tensor:
-        return self.enc_2(self.enc_1(x) * quant_step)
-
-
-class GLCDecoder(nn.Module):
-    """g_s (official `GLC_Decoder`): dec_1 → · q_dec[q] → dec_2."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.dec_1 = nn.Sequential(DepthConvBlock2(n, n), DepthConvBlock2(n, n))
-        self.dec_2 = nn.Sequential(DepthConvBlock2(n, n), DepthConvBlock2(n, n))
-
-    def forward(self, x: Tensor, quant_step: Tensor) -> Tensor:
-        return self.dec_2(self.dec_1(x) * quant_step)
+        first, second = (getattr(self, name) for name in self.halves)
+        return second(first(x) * quant_step)
 
 
 def four_part_masks(c: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> list[Tensor]:
@@ -213,7 +205,7 @@ class GLC(Codec):
                 f"{list(ch_mult)}, {channels}"
             )
         n = channels
-        self.enc = GLCEncoder(n)
+        self.enc = ScaledTransform(n, "enc")
         self.hyper_enc = nn.Sequential(
             DepthConvBlock(n, n), nn.Conv2d(n, n, 3, stride=2, padding=1), nn.LeakyReLU(0.01),
             nn.Conv2d(n, n, 3, stride=2, padding=1),
@@ -227,7 +219,7 @@ class GLC(Codec):
         self.y_spatial_prior_adaptor_2 = DepthConvBlock(2 * n, 2 * n)
         self.y_spatial_prior_adaptor_3 = DepthConvBlock(2 * n, 2 * n)
         self.y_spatial_prior = nn.Sequential(*[DepthConvBlock(2 * n, 2 * n) for _ in range(3)])
-        self.dec = GLCDecoder(n)
+        self.dec = ScaledTransform(n, "dec")
         self.q_enc = nn.Parameter(torch.ones(qualities, n, 1, 1))
         self.q_dec = nn.Parameter(torch.ones(qualities, n, 1, 1))
         self.vqgan = VQAutoEncoder(
@@ -272,6 +264,18 @@ class GLC(Codec):
         out.update({k: count[k] for k in TRAINING_ONLY if k in count})
         out["total"] = sum(p.numel() for p in self.parameters())
         return out
+
+    def for_inference(self) -> GLC:
+        """This codec without its training-only parts (`training_parts=False`, same weights
+        otherwise): what an exported model file holds. Needs the recipe config that
+        `build_codec` records."""
+        from gicl.codecs.base import build_codec
+
+        if not self.config:
+            raise ValueError("build the codec with gicl.codecs.build_codec to export it")
+        codec = build_codec({**self.config, "training_parts": False})
+        codec.load_state_dict(import_official_state_dict(self.state_dict(), training_parts=False))
+        return codec.to(self.device_of()).train(self.training)
 
     # ---------------------------------------------------------------- quality
     def quality_of(self, point: dict[str, Any] | None) -> float:
