@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_glc_fill import filled_glc
+from test_glc_fill import STATE_DICT_SHA256, filled_glc, state_dict_sha256
 
 from gicl.codecs.glc import GLC, gaussian_bits, import_official_state_dict
 
@@ -36,6 +36,13 @@ TOL.update({k: 2 * TOL[k] for k in ("bits_y_per_channel", "bit_y")})
 @pytest.fixture(scope="module")
 def codec_and_weights() -> tuple[GLC, dict[str, torch.Tensor]]:
     return filled_glc()
+
+
+def test_fill_matches_the_fixture_weights(codec_and_weights) -> None:
+    """Same fill as the fixture's, under the official names and shapes (792 tensors)."""
+    _, weights = codec_and_weights
+    assert len(weights) == 792
+    assert state_dict_sha256(weights) == STATE_DICT_SHA256
 
 
 def checksum(t: torch.Tensor) -> torch.Tensor:
