@@ -145,3 +145,32 @@ def test_exported_model_file_holds_only_the_inference_codec(codec, image, tmp_pa
     with torch.no_grad():
         enc = codec.compress(image[..., :32, :64], {"quality": 3})
         assert torch.equal(loaded.decompress(enc), codec.decompress(enc))
+
+
+def test_eval_attention_uses_the_official_truncated_windows() -> None:
+    """In eval mode attention runs inside p×p windows starting at 0, p, 2p, … with the last
+    one cut at the border (official `forward_patch`); training attends globally."""
+    from gicl.nn.glc_blocks import AttnBlock
+
+    torch.manual_seed(0)
+    block = AttnBlock(32, patch=4).eval()
+    x = torch.randn(1, 32, 6, 10)
+
+    def official(x: torch.Tensor, windows: bool) -> torch.Tensor:
+        h = block.norm(x)
+        q, k, v = block.q(h), block.k(h), block.v(h)
+        out = torch.zeros_like(x)
+        step = 4 if windows else 100
+        for i in range(0, 6, step):
+            for j in range(0, 10, step):
+                qq, kk, vv = (t[:, :, i:i + step, j:j + step].flatten(2) for t in (q, k, v))
+                w = torch.softmax(qq.transpose(1, 2) @ kk / 32 ** 0.5, dim=2)
+                out[:, :, i:i + step, j:j + step] = (vv @ w.transpose(1, 2)).view_as(
+                    out[:, :, i:i + step, j:j + step])
+        return x + block.proj_out(out)
+
+    with torch.no_grad():
+        assert torch.allclose(block(x), official(x, windows=True), atol=1e-5)
+        assert not torch.allclose(block(x), official(x, windows=False), atol=1e-3)
+        block.train()
+        assert torch.allclose(block(x), official(x, windows=False), atol=1e-5)
