@@ -183,7 +183,7 @@ as a (B, C, h, w) tensor, zero outside the mask."""
 @register_codec
 class GLC(Codec):
     codec_id = "glc"
-    multiple = 64
+    multiple = 64  # official build; set per instance from ch_mult
 
     def __init__(
         self, *, channels: int = 256, nf: int = 128, ch_mult: list[int] = (1, 1, 2, 2, 4),
@@ -235,7 +235,8 @@ class GLC(Codec):
         self.qualities = qualities
         self.z_bits = max(1, math.ceil(math.log2(codebook_size)))
         self.training_parts = training_parts
-        self.latent_stride = 2 ** (len(ch_mult) - 1)
+        # the hyper latent is 4× below the VQ-VAE latent: pad to a multiple of both
+        self.multiple = 4 * 2 ** (len(ch_mult) - 1)
 
     # ---------------------------------------------------------------- groups
     def parameter_groups(self) -> dict[str, nn.Module]:
