@@ -280,6 +280,8 @@ class GLC(Codec):
 
     # ---------------------------------------------------------------- quality
     def quality_of(self, point: dict[str, Any] | None) -> float:
+        """The point's quality index in 0..qualities−1 (fractional: interpolated rows); no
+        point means the highest quality."""
         q = (point or {}).get("quality", self.qualities - 1)
         unknown = sorted(set(point or {}) - {"quality"})
         if unknown:
