@@ -1,0 +1,339 @@
+"""Building blocks of GLC (Jia et al., CVPR 2024, arXiv 2404.16340) under the official names.
+
+Every class here keeps the attribute names of the authors' modules (jzyustc/GLC,
+`src/models/{layers,vqgan_arch,loss}.py`), so the authors' state dict loads by name:
+
+- DCVC-DC blocks (`DepthConv`, `DepthConv2`, `ConvFFN`, `DepthConvBlock`, `DepthConvBlock2`,
+  `ResidualBlockUpsample`): LeakyReLU slopes 0.01 (depthwise branch) and 0.1 (gated FFN). They
+  differ from ProGIC's DCVC-RT blocks in `gicl.nn.depthconv` (ReLU, chunk-add FFN, no gate),
+  so they cannot be shared.
+- The generative VQ-VAE (`VQAutoEncoder`: CodeFormer/Unleashing-Transformers VQGAN with a flat
+  `blocks` list, 3 ResBlocks per decoder level, SiLU before the last convs and 1×1
+  quant/post-quant convs). Its ResBlock/AttnBlock hold GroupNorm directly (`norm1.weight`, not
+  `norm1.norm.weight` as `gicl.nn.blocks`) and its AttnBlock windows differently (below), so
+  only `Downsample`, `Upsample` and `group_norm` are shared with `gicl.nn.blocks`.
+- `CodePredictor` (the official `CodePredictionLoss` network): the CodeFormer-style
+  transformer that predicts VQ indices from a latent (paper Sec. 3.3, Fig. 6).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gicl.nn.blocks import Downsample, Upsample, group_norm
+from gicl.nn.vq import VectorQuantizer
+
+# -------------------------------------------------------------------------------- DCVC-DC
+
+
+def depthwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A depthwise 3×3 conv; in float64 as a sum of 9 shifted products.
+
+    GLC's entropy-parameter path runs in float64 when coding (see `gicl.codecs.glc`), and
+    PyTorch's CPU grouped convolution has no fast float64 kernel (≈ 100× slower than the
+    dense convolutions around it); 9 elementwise products are as exact and fast.
+    """
+    if x.dtype != torch.float64:
+        return conv(x)
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (1, 1, 1, 1))
+    k = conv.weight[:, 0]
+    out = conv.bias[:, None, None].expand_as(x)
+    for i in range(3):
+        for j in range(3):
+            out = out + xp[..., i:i + h, j:j + w] * k[:, i, j, None, None]
+    return out
+
+
+class DepthConv(nn.Module):
+    """1×1 → LeakyReLU(0.01) → depthwise 3×3 → 1×1, plus the (adapted) input."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(in_ch, in_ch, 1), nn.LeakyReLU(0.01))
+        self.depth_conv = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch)
+        self.conv2 = nn.Conv2d(in_ch, out_ch, 1)
+        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.adaptor is None else self.adaptor(x)
+        return self.conv2(depthwise(self.depth_conv, self.conv1(x))) + identity
+
+
+class DepthConv2(nn.Module):
+    """Gated variant (GLC's transform coder): out_conv(dw(act(1×1 x)) · 1×1 x) + x."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 1), nn.LeakyReLU(0.01),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1, groups=out_ch),
+        )
+        self.conv2 = nn.Conv2d(in_ch, out_ch, 1)
+        self.out_conv = nn.Conv2d(out_ch, out_ch, 1)
+        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.adaptor is None else self.adaptor(x)
+        return identity + self.out_conv(self.conv1(x) * self.conv2(x))
+
+
+class ConvFFN(nn.Module):
+    """Gated FFN, expansion 2: x + conv_out(a · LeakyReLU₀.₁(b)), (a, b) = chunk(conv(x))."""
+
+    def __init__(self, in_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, in_ch * 4, 1)
+        self.conv_out = nn.Conv2d(in_ch * 2, in_ch, 1)
+        self.relu = nn.LeakyReLU(0.1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.conv(x).chunk(2, 1)
+        return x + self.conv_out(a * self.relu(b))
+
+
+class DepthConvBlock(nn.Module):
+    """DepthConv then ConvFFN, held as `block.0`, `block.1` (official names)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(DepthConv(in_ch, out_ch), ConvFFN(out_ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+class DepthConvBlock2(nn.Module):
+    """DepthConv2 then ConvFFN (the blocks of GLC's `enc`/`dec`)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(DepthConv2(in_ch, out_ch), ConvFFN(out_ch))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block(x)
+
+
+def subpel_conv1x1(in_ch: int, out_ch: int, r: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch * r * r, 1), nn.PixelShuffle(r))
+
+
+class ResidualBlockUpsample(nn.Module):
+    """CompressAI-style ×r residual upsampler with 1×1 sub-pixel convolutions (DCVC-DC)."""
+
+    def __init__(self, in_ch: int, out_ch: int, upsample: int = 2) -> None:
+        super().__init__()
+        self.subpel_conv = subpel_conv1x1(in_ch, out_ch, upsample)
+        self.conv = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.upsample = subpel_conv1x1(in_ch, out_ch, upsample)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.leaky_relu(self.conv(F.leaky_relu(self.subpel_conv(x), 0.01)), 0.1)
+        return out + self.upsample(x)
+
+
+# -------------------------------------------------------------------------------- VQGAN
+
+
+class ResBlock(nn.Module):
+    """GN → SiLU → 3×3 → GN → SiLU → 3×3, plus the input (1×1 `conv_out` when widening)."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = group_norm(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv_out = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
+        return h + (x if self.conv_out is None else self.conv_out(x))
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention; in eval mode within `patch`×`patch` windows.
+
+    The windows are the official `forward_patch` tiling: starts 0, p, 2p, … on each side, the
+    last window truncated at the border (unlike `gicl.nn.blocks.AttnBlock`, whose last window
+    is shifted back). Kept exactly so that the authors' weights see the context they were
+    evaluated with; training (small crops) attends globally, as the official `forward`.
+    """
+
+    def __init__(self, channels: int, patch: int = 32) -> None:
+        super().__init__()
+        self.patch = patch
+        self.norm = group_norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        _, _, hh, ww = q.shape
+        p = self.patch
+        if self.training or p <= 0 or (hh <= p and ww <= p):
+            return x + self.proj_out(_attend(q, k, v))
+        out = torch.empty_like(q)
+        for i in range(0, hh, p):
+            for j in range(0, ww, p):
+                win = (..., slice(i, i + p), slice(j, j + p))
+                out[win] = _attend(q[win], k[win], v[win])
+        return x + self.proj_out(out)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(qᵀk/√c)·v over all positions of (b, c, h, w) maps, via SDPA."""
+    b, c, h, w = q.shape
+    q, k, v = (t.reshape(b, 1, c, h * w).transpose(-1, -2).contiguous() for t in (q, k, v))
+    return F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, h, w)
+
+
+def _levels(nf: int, ch_mult: list[int]) -> list[tuple[int, int]]:
+    return [(nf * m_in, nf * m) for m_in, m in zip([1, *ch_mult[:-1]], ch_mult, strict=True)]
+
+
+class VQGANEncoder(nn.Module):
+    """x ∈ [−1, 1] → latent l at H/2^(levels−1), `blocks` in the official order."""
+
+    def __init__(
+        self, *, nf: int, emb_dim: int, ch_mult: list[int], res_blocks: int, resolution: int,
+        attn_resolutions: list[int], patch: int,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [nn.Conv2d(3, nf, 3, padding=1)]
+        res = resolution
+        for i, (c_in, c_out) in enumerate(_levels(nf, ch_mult)):
+            for _ in range(res_blocks):
+                blocks.append(ResBlock(c_in, c_out))
+                c_in = c_out
+                if res in attn_resolutions:
+                    blocks.append(AttnBlock(c_out, patch))
+            if i != len(ch_mult) - 1:
+                blocks.append(Downsample(c_out))
+                res //= 2
+        top = nf * ch_mult[-1]
+        blocks += [ResBlock(top, top), AttnBlock(top, patch), ResBlock(top, top),
+                   group_norm(top), nn.SiLU(), nn.Conv2d(top, emb_dim, 3, padding=1)]
+        self.blocks = nn.ModuleList(blocks)
+        self.quant_conv = nn.Conv2d(emb_dim, emb_dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.quant_conv(x)
+
+
+class VQGANGenerator(nn.Module):
+    """latent → x̂ ∈ ≈[−1, 1]; `res_blocks` ResBlocks per level (GLC: 3)."""
+
+    def __init__(
+        self, *, nf: int, emb_dim: int, ch_mult: list[int], res_blocks: int, resolution: int,
+        attn_resolutions: list[int], patch: int,
+    ) -> None:
+        super().__init__()
+        self.post_quant_conv = nn.Conv2d(emb_dim, emb_dim, 1)
+        c = nf * ch_mult[-1]
+        res = resolution // 2 ** (len(ch_mult) - 1)
+        blocks: list[nn.Module] = [nn.Conv2d(emb_dim, c, 3, padding=1),
+                                   ResBlock(c, c), AttnBlock(c, patch), ResBlock(c, c)]
+        for i in reversed(range(len(ch_mult))):
+            for _ in range(res_blocks):
+                blocks.append(ResBlock(c, nf * ch_mult[i]))
+                c = nf * ch_mult[i]
+                if res in attn_resolutions:
+                    blocks.append(AttnBlock(c, patch))
+            if i != 0:
+                blocks.append(Upsample(c))
+                res *= 2
+        blocks += [group_norm(c), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)]
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.post_quant_conv(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def last_layer(self) -> Tensor:
+        return self.blocks[-1].weight
+
+
+class VQAutoEncoder(nn.Module):
+    """GLC's generative VQ-VAE: `encoder`, `quantize` (training only in GLC) and `generator`.
+
+    `codebook=False` leaves `quantize` out: GLC's inference path never uses it (the latent
+    is transform-coded, not vector-quantized), so an exported codec does not carry it.
+    """
+
+    def __init__(
+        self, *, nf: int = 128, emb_dim: int = 256, ch_mult: list[int] = (1, 1, 2, 2, 4),
+        res_blocks: int = 2, resolution: int = 256, attn_resolutions: list[int] = (16,),
+        codebook_size: int = 16384, patch: int = 32, beta: float = 0.25, legacy_vq: bool = True,
+        codebook: bool = True,
+    ) -> None:
+        super().__init__()
+        common = dict(nf=nf, emb_dim=emb_dim, ch_mult=list(ch_mult), resolution=resolution,
+                      attn_resolutions=list(attn_resolutions), patch=patch)
+        self.encoder = VQGANEncoder(**common, res_blocks=res_blocks)
+        self.quantize = (
+            VectorQuantizer(codebook_size, emb_dim, beta=beta, legacy=legacy_vq) if codebook else None
+        )
+        self.generator = VQGANGenerator(**common, res_blocks=res_blocks + 1)
+
+
+# -------------------------------------------------------------------------------- code prediction
+
+
+class TransformerSALayer(nn.Module):
+    """Pre-LN transformer layer (CodeFormer): position added to queries and keys only."""
+
+    def __init__(self, dim: int, heads: int, dim_mlp: int) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=0.0)
+        self.linear1 = nn.Linear(dim, dim_mlp)
+        self.linear2 = nn.Linear(dim_mlp, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        h = self.norm1(x)
+        qk = h + pos
+        x = x + self.self_attn(qk, qk, value=h, need_weights=False)[0]
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+
+
+class CodePredictor(nn.Module):
+    """Predicts the VQ index of every latent position (logits over the codebook).
+
+    A learned position embedding of exactly `tokens` entries (256 = a 16×16 latent, i.e.
+    256×256 crops): the official design; other sizes are refused rather than interpolated.
+    """
+
+    def __init__(
+        self, *, latent_dim: int = 256, dim: int = 512, heads: int = 8, layers: int = 9,
+        codebook_size: int = 16384, tokens: int = 256,
+    ) -> None:
+        super().__init__()
+        self.position_emb = nn.Parameter(torch.zeros(tokens, dim))
+        self.feat_emb = nn.Linear(latent_dim, dim)
+        self.ft_layers = nn.Sequential(*[TransformerSALayer(dim, heads, dim * 2) for _ in range(layers)])
+        self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, codebook_size, bias=False))
+
+    def forward(self, latent: Tensor) -> Tensor:
+        """(B, C, h, w) latent with h·w = tokens → logits (B, h·w, K), raster order."""
+        n = latent.shape[-2] * latent.shape[-1]
+        if n != self.position_emb.shape[0]:
+            raise ValueError(
+                f"the code predictor holds {self.position_emb.shape[0]} positions, the latent has "
+                f"{n}: train it on crops whose latent has exactly that many tokens (256² for GLC)"
+            )
+        x = self.feat_emb(latent.flatten(2).permute(2, 0, 1))  # (hw, B, dim)
+        pos = self.position_emb[:, None].to(x.dtype)
+        for layer in self.ft_layers:
+            x = layer(x, pos)
+        return self.idx_pred_layer(x).permute(1, 0, 2)
