@@ -39,14 +39,23 @@ def image() -> torch.Tensor:
 def encode(codec, x: torch.Tensor, point: dict) -> bytes:
     with torch.no_grad():
         enc = codec.compress(x, point)
-    return bitstream.write(enc, fingerprint(codec.config, codec.state_dict()), codec.codec_id)
+    return bitstream.write(enc, fingerprint(codec.config, codec.state_dict()), codec.operating_points())
+
+
+def decode_stream(codec, data: bytes):
+    """(header, EncodedImage) of a container, every pre-decoding check passed."""
+    stream = bitstream.read(data)
+    return stream.header, bitstream.bind(stream, codec, fingerprint(codec.config, codec.state_dict()))
 
 
 @pytest.mark.parametrize("quality", [0, 1, 2, 3, 1.5])
 def test_round_trip_equals_the_forward_pass_and_the_tables(codec, image, quality) -> None:
     data = encode(codec, image, {"quality": quality})
-    header, enc = bitstream.read(data)
-    assert header.point == {"quality": quality} and header.size == (60, 120)
+    header, enc = decode_stream(codec, data)
+    assert enc.point == {"quality": quality} and header.size == (60, 120)
+    # a point of the model's table travels as its index, others as JSON
+    assert (header.point_index, header.point) == ((quality, None) if quality in (0, 1, 2, 3)
+                                                  else (None, {"quality": quality}))
     with torch.no_grad():
         x_dec = codec.decompress(enc)
         out = codec(image, {"quality": quality})
@@ -87,17 +96,17 @@ def test_decoding_in_another_process_with_another_thread_count(codec, image, tmp
 import sys, torch
 sys.path.insert(0, {str(HERE)!r})
 torch.set_num_threads({threads})
+from test_glc_codec import decode_stream
 from test_glc_fill import filled_tiny_glc
-from gicl import bitstream
 codec = filled_tiny_glc()
-_, enc = bitstream.read(open({str(tmp_path / 'x.gic')!r}, 'rb').read())
+_, enc = decode_stream(codec, open({str(tmp_path / 'x.gic')!r}, 'rb').read())
 with torch.no_grad():
     torch.save(codec.decompress(enc), {str(tmp_path / 'x.pt')!r})
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=600)
     x_other = torch.load(tmp_path / "x.pt", weights_only=True)
     with torch.no_grad():
-        x_here = codec.decompress(bitstream.read(data)[1])
+        x_here = codec.decompress(decode_stream(codec, data)[1])
     # every section's symbol checksum was verified there; floats differ only by thread order
     assert (x_other - x_here).abs().max() < 1e-3
 
