@@ -17,9 +17,13 @@ from gicl.nn.vq import VectorQuantizer, perplexity
 
 
 class CodebookUsage(L.Callback):
-    def __init__(self, every_n: int) -> None:
-        self.every_n = max(1, int(every_n))
+    def __init__(self, every_n: int | None = None) -> None:
+        """every_n: iterations between readings; default trainer.log_every_n_steps."""
+        self.every_n = every_n
         self.totals: dict[str, torch.Tensor] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        self.every_n = max(1, int(self.every_n or pl_module.context.log_every))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         if pl_module.iteration % self.every_n == 0:
