@@ -191,7 +191,8 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     codec = build_codec(stage_codec(config, name), f"stages.{name}.codec" if own else "codec")
     init_weights(codec, stage, name, previous)
     freeze(codec, stage["frozen"], f"stages.{name}.frozen")
-    perceptual, status = perceptual_for_policy(stage["perceptual"], stage["loss"].get("perceptual", 0))
+    weight = stage.get("loss", {}).get("perceptual", 0)  # modules without LPIPS have none
+    perceptual, status = perceptual_for_policy(stage["perceptual"], weight)
     saved = dict(config, runtime={"stage": name, "perceptual": status})
     atomic_write_bytes(cfg_path, dump(saved).encode())
 

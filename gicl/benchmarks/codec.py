@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gicl.commands import parse_size
-from gicl.commands.fit import add_recipe_arguments
+from gicl.arguments import add_recipe_arguments, parse_points, parse_size
 from gicl.errors import UserError
 
 
@@ -73,10 +72,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--repeats must be ≥ 1 and --warmup ≥ 0")
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be ≥ 1")
-    try:
-        point = json.loads(args.point) if args.point else None
-    except json.JSONDecodeError as e:
-        raise UserError(f"--point is not JSON ({e.msg}): {args.point}") from None
+    point = parse_points(args.point, "--point", one=True)[0] if args.point else None
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode

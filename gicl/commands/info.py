@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gicl.commands import parse_size
-from gicl.commands.fit import add_recipe_arguments
+from gicl.arguments import add_recipe_arguments, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -102,14 +102,9 @@ def choose_point(codec: Codec, point_json: str | None, bpp: float | None, h: int
     """The operating point from `--point JSON`, else nearest to `--bpp`, else the codec's
     highest-rate default point (the last of `operating_points()`)."""
     if point_json is not None:
-        try:
-            point = json.loads(point_json)
-        except ValueError:
-            raise UserError(f"--point {point_json!r} is not valid JSON; e.g. --point "
-                            f"'{json.dumps(codec.operating_points()[-1])}'") from None
-        if not isinstance(point, dict):
-            raise UserError(f"--point must be a JSON object, got {point_json!r}")
-        return point
+        from gicl.arguments import parse_points
+
+        return parse_points(point_json, "--point", one=True, example=codec.operating_points()[-1])[0]
     if bpp is not None:
         if bpp <= 0:
             raise UserError(f"--bpp must be positive, got {bpp}")

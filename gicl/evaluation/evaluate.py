@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gicl.errors import UserError
+from gicl import arguments
 from gicl.evaluation import codec_io
 from gicl.evaluation.images import image_size, read_image, to_uint8, write_file, write_png
 from gicl.evaluation.metric_names import PER_IMAGE
@@ -43,14 +43,7 @@ def parse_points(text: str, model: codec_io.Model) -> list[dict[str, Any]]:
     """`all` → the codec's default sweep; else a JSON object or a JSON list of objects."""
     if text == "all":
         return model.codec.operating_points()
-    try:
-        points = json.loads(text)
-    except ValueError:
-        raise UserError(f"--points {text!r} is neither 'all' nor JSON") from None
-    points = [points] if isinstance(points, dict) else points
-    if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
-        raise UserError(f"--points must be 'all', a JSON object or a list of them, got {text!r}")
-    return points
+    return arguments.parse_points(text, "--points", example=model.codec.operating_points()[-1])
 
 
 def center_crop(x: Tensor, size: int | None) -> Tensor:
