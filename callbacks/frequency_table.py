@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from gicl.errors import UserError
+from gicl.training.context import TrainingView
 
 
 class FrequencyTable(L.Callback):
@@ -31,17 +32,17 @@ class FrequencyTable(L.Callback):
         self.every_n = every_n
         self.local: torch.Tensor | None = None
 
-    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: TrainingView, stage: str) -> None:
         if not hasattr(pl_module.codec, "accumulate_frequencies"):
             raise UserError(f"callback frequency_table needs a codec with an index frequency "
                             f"table; {pl_module.codec.codec_id} has none: drop it from the stage")
         self.every_n = max(1, int(self.every_n or pl_module.context.ckpt_every))
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: TrainingView, *args: Any) -> None:
         if pl_module.iteration == self.start:
             pl_module.codec.index_frequencies.zero_()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: TrainingView, *args: Any) -> None:
         out = pl_module.last_output
         if out is None or out.index_counts is None:
             return
@@ -51,10 +52,10 @@ class FrequencyTable(L.Callback):
         if pl_module.iteration % self.every_n == 0:
             self.flush(pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: TrainingView) -> None:
         self.flush(pl_module)
 
-    def flush(self, pl_module: Any) -> None:
+    def flush(self, pl_module: TrainingView) -> None:
         """Collective: every rank calls it at the same iterations."""
         codec = pl_module.codec
         local = self.local if self.local is not None else torch.zeros_like(codec.index_frequencies)

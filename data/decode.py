@@ -8,7 +8,7 @@ Training data is untrusted: a shard may hold truncated files, text named `.jpg`,
   pixel is decoded, so a decompression bomb costs microseconds, not gigabytes. PIL's own
   global limit is lifted for that call so the recipe's limit is the only one in force.
 - JPEG (≈ all of ImageNet / OpenImages) is decoded by `torchvision.io.decode_jpeg`, which is
-  faster than PIL here (0.85 vs 1.14 ms per 500×375 image, BASELINES.md), converts CMYK
+  faster than PIL here (0.85 vs 1.14 ms per 500×375 image on the 2-core development machine), converts CMYK
   and grey to RGB, applies the EXIF orientation, and raises on truncated data.
 - Everything else goes through PIL: EXIF orientation via `ImageOps.exif_transpose`; 16-bit
   and 32-bit integer grey (`I;16`, `I`) scaled by 1/257 to 8 bits (PIL's `convert("RGB")`

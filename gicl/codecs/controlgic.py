@@ -1,7 +1,7 @@
 """Control-GIC (Li et al., ICLR 2025): one VQGAN with three token granularities routed by
 patch information density, and a static entropy code for the indices.
 
-Architecture (SPEC §2; shapes follow the official state dict, 130.36 M parameters):
+Architecture (paper §3; shapes follow the official state dict, 130.36 M parameters):
 - `GranularEncoder`: the taming encoder (ch 128, ch_mult [1,2,2,4,4], 2 res blocks,
   attention at H/8). Its level outputs at H/4, H/8 and H/16 each go through their own head
   (Res–Attn–Res mid block, GroupNorm, SiLU, 3×3 conv to z = 4 channels); the encoder's own

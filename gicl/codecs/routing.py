@@ -8,7 +8,7 @@ histogram over 32 bins at `linspace(−1, 1, 32)` with Gaussian weights
 sizes), so both granularities come from one pass; bins are visited one at a time so memory
 stays at one image plane (1080p would otherwise hold a 32-plane tensor).
 
-Router (SPEC §2), coarse to fine, **per image with exact counts**:
+Router (paper §3.1, granularity-informed encoder), coarse to fine, **per image with exact counts**:
 - coarse: the n₃ = round(N₁₆·r₃) lowest-entropy 16×16 patches;
 - medium: among the 8×8 cells not covered by coarse patches, the lowest-entropy ones, so that
   coarse + medium cover round(4·N₁₆·r₃ + N₈·r₂) cells (n₂ = that − 4·n₃);

@@ -35,6 +35,7 @@ class TrainingView(Protocol):
     last_output: the CodecOutput of the last training forward pass (None before the first).
     rd_rows / rd_images: the last validation's rate–distortion rows ({"point", "bpp",
     metric: value}) and reconstructions of one image per operating point.
+    log: Lightning's `LightningModule.log`.
     """
 
     iteration: int
@@ -43,3 +44,6 @@ class TrainingView(Protocol):
     last_output: CodecOutput | None
     rd_rows: list[dict[str, float]]
     rd_images: dict[Any, Tensor]
+
+    def log(self, name: str, value: Any, **kwargs: Any) -> None:
+        """Lightning's logging, for a callback's scalars."""
