@@ -23,6 +23,7 @@ import ast
 import importlib
 import importlib.machinery
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,9 @@ from gicl.errors import RecipeError
 class Registry:
     """name → object or lazy import string, plus free-form metadata per name."""
 
-    def __init__(self, kind: str, discover: str | None = None) -> None:
-        """discover: a package imported once when a name is missing, for entries that
-        register themselves on import only (e.g. a codec module with `@register_codec`)."""
+    def __init__(self, kind: str, discover: Callable[[Registry], None] | None = None) -> None:
+        """discover: called once when a name is missing, to register entries that are
+        declared elsewhere (e.g. codec modules with `@register_codec`, see _scan_codecs)."""
         self.kind = kind
         self._targets: dict[str, Any] = {}
         self._meta: dict[str, dict[str, Any]] = {}
@@ -83,13 +84,13 @@ class Registry:
 
     def _find(self, name: str) -> bool:
         if name not in self._targets and self._discover:
-            importlib.import_module(self._discover)
-            self._discover = None
+            discover, self._discover = self._discover, None
+            discover(self)
         return name in self._targets
 
     def check(self, name: Any, where: str) -> None:
         """RecipeError naming `where` and the registered names when `name` is unknown."""
-        if not self._find(name) if isinstance(name, str) else True:
+        if not isinstance(name, str) or not self._find(name):
             raise RecipeError(f"unknown {self.kind} {name!r} in {where} "
                               f"(known: {', '.join(self.names())})")
 
@@ -185,7 +186,28 @@ def _arg_names(fn: ast.FunctionDef, skip_self: bool) -> set[str] | None:
 
 # -- the registries and the built-ins ----------------------------------------------------------
 
-CODECS = Registry("codec", discover="gicl.codecs")
+def _scan_codecs(registry: Registry, folders: list[str] | None = None) -> None:
+    """Register, by import string, every `@register_codec` class in gicl/codecs/*.py that
+    the table below does not list, reading the sources with `ast` (nothing is imported):
+    a new codec module needs only its decorator."""
+    if folders is None:
+        spec = importlib.util.find_spec("gicl.codecs")
+        folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ClassDef) and any(
+                        getattr(d, "id", getattr(d, "attr", None)) == "register_codec"
+                        for d in node.decorator_list):
+                    codec_id = next((stmt.value.value for stmt in node.body
+                                     if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant)
+                                     and any(getattr(t, "id", None) == "codec_id" for t in stmt.targets)),
+                                    None)
+                    if isinstance(codec_id, str) and codec_id not in registry._targets:
+                        registry.register(codec_id, f"gicl.codecs.{path.stem}:{node.name}")
+
+
+CODECS = Registry("codec", discover=_scan_codecs)
 MODULES = Registry("training module")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
@@ -231,9 +253,7 @@ def import_plugins(modules: list[str], search: Path | None = None) -> None:
             raise RecipeError(f"plugins: expected importable module names, got {name!r}")
         try:
             importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                raise RecipeError(f"plugins: cannot import '{name}': put it on PYTHONPATH or "
-                                  "next to the recipe file") from None
-            raise
+        except ImportError as e:
+            raise RecipeError(f"plugins: cannot import '{name}' ({e}): put it on PYTHONPATH or "
+                              "next to the recipe file") from None
 
