@@ -8,7 +8,8 @@ Schema, version 2 (a plain dict of tensors and builtins):
                 that `Codec.update()` built: they travel here, with the weights)
     fingerprint: SHA-256 (32 hex digits) over the config, the flags and every tensor's bytes,
                 so that a bitstream names the exact model it needs
-    meta: where it came from (recipe, stage, iteration, source checkpoint)
+    meta: where it came from (recipe, stage, iteration, source checkpoint) and `plugins`,
+          the modules that register a codec defined outside gicl (imported before building)
     flags: behaviour switches a decoder must honour, by name ({} today)
     precision: the dtype of the floating-point weights ("float32", "bfloat16", ...)
     ema_state_dict: an exponential-moving-average copy of state_dict, or None
@@ -28,6 +29,7 @@ import torch
 from gicl.atomic import atomic_torch_save
 from gicl.codecs.base import Codec, build_codec
 from gicl.errors import UserError
+from gicl.registry import import_plugins
 
 MODEL_FORMAT = "gicl-model"
 MODEL_VERSION = 2
@@ -75,6 +77,7 @@ def save_model_file(codec: Codec, path: str | Path, meta: dict[str, Any] | None 
 def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:
     """A version-1 payload with the version-2 fields at their defaults."""
     out = {"flags": {}, "ema_state_dict": None, **payload}
+    out["meta"] = dict(out.get("meta") or {})
     out.setdefault("precision", _precision(payload["state_dict"]))
     out["version"] = MODEL_VERSION
     return out
@@ -100,6 +103,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[Codec, dict[str, Any]]:
     """Build the codec from its stored config, load its weights, `update()` (eval mode)."""
     payload = read_model_file(path)
+    import_plugins(payload["meta"].get("plugins") or [])
     codec = build_codec(payload["codec"])
     codec.load_state_dict(payload["state_dict"])
     codec.update()
@@ -109,7 +113,8 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tup
 def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(codec config, codec state dict, meta) from a model file or a runner's Lightning
     checkpoint (codec weights under `codec.`, config in `ckpt["gicl"]`); one reader for
-    `init:` in recipes and for `gicl export`."""
+    `init:` in recipes and for `gicl export`. The plugins the file names are imported, so
+    the caller can build its codec."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -120,14 +125,16 @@ def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
                         f"({type(e).__name__}): pass a stage's checkpoints/last.ckpt") from None
     if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
         payload = read_model_file(path)
-        return payload["codec"], payload["state_dict"], payload.get("meta", {})
+        import_plugins(payload["meta"].get("plugins") or [])
+        return payload["codec"], payload["state_dict"], payload["meta"]
     info = ckpt.get("gicl") if isinstance(ckpt, dict) else None
     if not isinstance(info, dict) or "codec" not in info or "state_dict" not in ckpt:
         raise UserError(f"{path} is not a gicl training checkpoint (no 'gicl' codec config "
                         "or 'state_dict'): pass a stage's checkpoints/last.ckpt")
     state = {k[len("codec."):]: v for k, v in dict(ckpt["state_dict"]).items() if k.startswith("codec.")}
-    meta = {k: info[k] for k in ("recipe", "stage") if k in info}
+    meta = {k: info[k] for k in ("recipe", "stage", "plugins") if k in info}
     meta.update(source=str(path.resolve()), global_step=int(ckpt.get("global_step", -1)))
+    import_plugins(meta.get("plugins") or [])
     return info["codec"], state, meta
 
 

@@ -200,7 +200,8 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     batch = stage["batch_size"] or config["data"]["batch_size"]
     context = StageContext(recipe=config["name"], stage=name, max_steps=stage["max_steps"],
                            global_batch=batch, log_every=tcfg["log_every_n_steps"],
-                           ckpt_every=tcfg["ckpt_every_n_steps"], stage_dir=stage_dir)
+                           ckpt_every=tcfg["ckpt_every_n_steps"], stage_dir=stage_dir,
+                           plugins=tuple(config["plugins"]))
     module = MODULES.get(stage["module"], f"stages.{name}.module")(codec, stage, perceptual, context)
     callbacks = [  # order matters: the stage's callbacks (e.g. a table flush) before a checkpoint
         *build_callbacks(stage),
@@ -222,7 +223,8 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
         return False
     if trainer.is_global_zero:
         save_model_file(codec, stage_dir / "final.pt",
-                        {"recipe": config["name"], "stage": name, "iteration": module.iteration})
+                        {"recipe": config["name"], "stage": name, "iteration": module.iteration,
+                         "plugins": config["plugins"]})
         atomic_write_bytes(stage_dir / "done", f"{module.iteration}\n".encode())
     trainer.strategy.barrier("gicl-stage-done")
     return True

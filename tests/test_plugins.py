@@ -44,16 +44,23 @@ def test_two_stage_plugin_recipe_trains_in_a_subprocess(tmp_path):
     assert [(r["iteration"], r["lmbda"]) for r in records["a"]] == [(2, 50.0), (4, 50.0)]
     assert [(r["iteration"], r["lmbda"]) for r in records["b"]] == [(1, 200.0), (2, 200.0), (3, 200.0)]
 
-    # the model file of stage 2 carries the CDF tables update() built from its weights
+    # the model file of stage 2 carries the CDF tables update() built from its weights, names
+    # the plugin that defines its codec, and `gicl export` of its checkpoint builds the same
+    stored = b["state_dict"]["bottleneck_._quantized_cdf"]
+    assert stored.numel() > 0 and stored.shape[0] == 8 and b["meta"]["plugins"] == ["gicl_toy"]
+    exported = tmp_path / "exported.pt"
+    proc = run_cli("export", str(tmp_path / "b" / "checkpoints" / "last.ckpt"), str(exported),
+                   env={"PYTHONPATH": str(PLUGINS), "GICL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert torch.equal(torch.load(exported, weights_only=True)["state_dict"]["bottleneck_._quantized_cdf"],
+                       stored)
     sys.path.insert(0, str(PLUGINS))
     try:
         from gicl.model_file import load_model_file
 
-        codec, payload = load_model_file(tmp_path / "b" / "final.pt")  # loads, then update()
+        codec, _ = load_model_file(tmp_path / "b" / "final.pt")  # loads, then update() again
     finally:
         sys.path.remove(str(PLUGINS))
-    stored = b["state_dict"]["bottleneck_._quantized_cdf"]
-    assert stored.numel() > 0 and stored.shape[0] == 8
     assert torch.equal(codec.bottleneck_._quantized_cdf, stored)
     assert torch.equal(codec.bottleneck_._cdf_length, b["state_dict"]["bottleneck_._cdf_length"])
 

@@ -120,7 +120,7 @@ class CodecTraining(L.LightningModule):
         checkpoint["gicl"] = {
             "iteration": self.iteration, "codec": self.codec.config,
             "stage": self.context.stage, "recipe": self.context.recipe,
-            "optimizers": list(self.optimizer_names),
+            "optimizers": list(self.optimizer_names), "plugins": list(self.context.plugins),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ class StageContext:
     log_every: int = 50  # trainer.log_every_n_steps
     ckpt_every: int = 1000  # trainer.ckpt_every_n_steps
     stage_dir: Path | None = None
+    plugins: tuple[str, ...] = ()  # the recipe's plugins: checkpoints name them for loaders
 
 
 class TrainingView(Protocol):
