@@ -178,7 +178,7 @@ def default_callbacks(module: str, codec: dict[str, Any]) -> dict[str, Any]:
     """The callbacks a stage gets unless its recipe drops them: the module's and the codec's."""
     from gicl.registry import CODECS
 
-    names = list(module_options(module, "module").callbacks)
+    names = list(getattr(module_options(module, "module"), "callbacks", ()))
     if codec.get("name") in CODECS:
         names += CODECS.meta(codec["name"]).get("callbacks", ())
     return {name: {} for name in names}

@@ -73,13 +73,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be ≥ 1")
     point = parse_points(args.point, "--point", one=True)[0] if args.point else None
+    from gicl.recipes import resolve
+
+    config = resolve(args.recipe, args.profile, args.overrides)  # before torch: errors are quick
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from gicl.codecs import build_codec
     from gicl.machine import describe_machine
-    from gicl.recipes import resolve
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -89,7 +91,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--device expects cpu or cuda[:N], got '{args.device}'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no CUDA device")
-    config = resolve(args.recipe, args.profile, args.overrides)
     codec = build_codec(config["codec"]).eval().to(device)
     x = load_input(args.image, h, w).to(device)
 
@@ -134,9 +135,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    r = measure(args)
     from gicl.machine import machine_line
 
-    r = measure(args)
     if args.json:
         print(json.dumps(r))
         return 0

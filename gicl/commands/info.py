@@ -17,10 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gicl.info import describe
     from gicl.recipes import resolve
 
-    info = describe(resolve(args.recipe, args.profile, args.overrides), parse_size(args.size))
+    config, size = resolve(args.recipe, args.profile, args.overrides), parse_size(args.size)
+    from gicl.info import describe  # torch: only once the recipe and the size are valid
+
+    info = describe(config, size)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
