@@ -64,9 +64,13 @@ class Registry:
         return _label(old) == _label(new)
 
     # mapping access: `REGISTRY[name] = obj` registers without the duplicate check
-    # (tests swap entries with monkeypatch.setitem), `REGISTRY[name]` is `get(name)`
+    # (tests swap entries with monkeypatch.setitem), `REGISTRY[name]` is `load(name)`
     def __getitem__(self, name: str) -> Any:
-        return self.get(name)
+        return self.load(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Like dict.get: the registered object (imported), or `default`."""
+        return self.load(name) if name in self else default
 
     def __setitem__(self, name: str, target: Any) -> None:
         self._targets[name] = target
@@ -94,8 +98,8 @@ class Registry:
             raise RecipeError(f"unknown {self.kind} {name!r} in {where} "
                               f"(known: {', '.join(self.names())})")
 
-    def get(self, name: str, where: str = "") -> Any:
-        """The registered object, imported on first use."""
+    def load(self, name: str, where: str = "") -> Any:
+        """The registered object, imported on first use; RecipeError when unknown."""
         self.check(name, where or self.kind)
         target = self._targets[name]
         if isinstance(target, str):
@@ -120,7 +124,7 @@ class Registry:
             found = static_keywords(target)
             if found is not _UNKNOWN:
                 return found
-            target = self.get(name)
+            target = self.load(name)
         return signature_keywords(target)
 
 

@@ -173,7 +173,7 @@ def init_weights(codec: Codec, stage: dict[str, Any], name: str, previous: Path 
 
 def build_callbacks(stage: dict[str, Any]) -> list[L.Callback]:
     """The stage's registered callbacks (recipe, module and codec defaults; `false` drops)."""
-    return [CALLBACKS.get(name, f"stages.{stage['_name']}.callbacks")(**options)
+    return [CALLBACKS.load(name, f"stages.{stage['_name']}.callbacks")(**options)
             for name, options in stage["callbacks"].items() if options is not False]
 
 
@@ -202,7 +202,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
                            global_batch=batch, log_every=tcfg["log_every_n_steps"],
                            ckpt_every=tcfg["ckpt_every_n_steps"], stage_dir=stage_dir,
                            plugins=tuple(config["plugins"]))
-    module = MODULES.get(stage["module"], f"stages.{name}.module")(codec, stage, perceptual, context)
+    module = MODULES.load(stage["module"], f"stages.{name}.module")(codec, stage, perceptual, context)
     callbacks = [  # order matters: the stage's callbacks (e.g. a table flush) before a checkpoint
         *build_callbacks(stage),
         IterationCheckpoint(ckpt_dir, tcfg["ckpt_every_n_steps"]),

@@ -12,7 +12,7 @@ from gicl.registry import CODECS, Registry, _scan_codecs
 
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(RecipeError, match=r"unknown codec 'vqgam' in codec\.name \(known: .*progic.*vqgan"):
-        CODECS.get("vqgam", "codec.name")
+        CODECS.load("vqgam", "codec.name")
 
 
 def test_naming_builtins_imports_no_torch_and_reads_constructor_keywords():
@@ -29,7 +29,7 @@ def test_lazy_entry_becomes_the_object_and_clashes_are_errors():
     reg.register("dumps", "json:dumps")
     import json
 
-    assert reg.get("dumps") is json.dumps and reg.keywords("dumps") is None  # **kw
+    assert reg.load("dumps") is json.dumps and reg.keywords("dumps") is None  # **kw
     reg.register("dumps", json.dumps)  # the same object registering itself: fine
     with pytest.raises(RecipeError, match="registered twice"):
         reg.register("dumps", json.loads)

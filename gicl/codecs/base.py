@@ -165,7 +165,7 @@ def build_codec(config: dict[str, Any], where: str = "codec") -> Codec:
     """Build a codec from its recipe section: `{"name": <codec_id>, **constructor kwargs}`."""
     config = dict(config)
     name = config.pop("name", None)
-    cls = CODECS.get(name, f"{where}.name")
+    cls = CODECS.load(name, f"{where}.name")
     accepted = signature_keywords(cls)
     for key in config if accepted is not None else ():
         if key not in accepted:

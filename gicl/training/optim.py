@@ -19,7 +19,7 @@ from gicl.registry import OPTIMIZERS, SCHEDULERS
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: dict[str, Any], where: str) -> torch.optim.Optimizer:
     cfg = dict(cfg)
-    cls = OPTIMIZERS.get(cfg.pop("name"), f"{where}.name")
+    cls = OPTIMIZERS.load(cfg.pop("name"), f"{where}.name")
     cfg["betas"] = tuple(cfg["betas"])
     return cls(list(params), **cfg)
 
@@ -43,7 +43,7 @@ def cosine(t: int, cfg: dict[str, Any], max_steps: int) -> float:
 
 def lr_factor(cfg: dict[str, Any], max_steps: int) -> Callable[[int], float]:
     """Multiplier of the base LR at iteration t: linear warm-up, then the named schedule."""
-    schedule = SCHEDULERS.get(cfg["name"], "scheduler.name")
+    schedule = SCHEDULERS.load(cfg["name"], "scheduler.name")
     warmup = int(cfg["warmup_steps"])
 
     def factor(t: int) -> float:
