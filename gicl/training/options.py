@@ -72,16 +72,22 @@ class GANLoss:
 
 
 @dataclass
-class GANOptions:
-    """The GAN base (VQGAN pretraining and every adversarial stage)."""
+class AdversarialOptions:
+    """What every adversarial stage has: the discriminator, loss weights, optimizers."""
 
     discriminator: DiscriminatorOptions = field(default_factory=DiscriminatorOptions)
-    # operating point for codec.forward in training; {sample: true} draws one per batch
-    train_point: dict[str, Any] | None = field(default=None, metadata={"whole": True})
     loss: GANLoss = field(default_factory=GANLoss)
     optimizers: GANOptimizers = field(default_factory=GANOptimizers)
 
     callbacks: ClassVar[tuple[str, ...]] = ("codebook_usage", "rd_curves")
+
+
+@dataclass
+class GANOptions(AdversarialOptions):
+    """The GAN base (VQGAN pretraining, Control-GIC): one operating point per batch."""
+
+    # operating point for codec.forward in training; {sample: true} draws one per batch
+    train_point: dict[str, Any] | None = field(default=None, metadata={"whole": True})
 
 
 @dataclass
@@ -90,8 +96,9 @@ class ProgressiveLoss(GANLoss):
 
 
 @dataclass
-class ProgressiveOptions(GANOptions):
-    """ProGIC's progressive objective: every RVQ prefix in one backward (eq. 6–7)."""
+class ProgressiveOptions(AdversarialOptions):
+    """ProGIC's progressive objective: every RVQ prefix in one backward (eq. 6–7), so no
+    training operating point."""
 
     loss: ProgressiveLoss = field(default_factory=ProgressiveLoss)
 
