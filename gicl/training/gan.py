@@ -4,7 +4,8 @@ with manual optimization, hinge loss, taming's adaptive weight, `disc_start`, cl
     L_G = Σ w·rec + λ_adv · w_adaptive · (−D(x̂)) + λ_cb · L_vq,   w_adaptive = ‖∇L_rec‖/‖∇L_G‖
     L_D = ½ (relu(1 − D(x)) + relu(1 + D(x̂)))
 
-(taming-transformers, Esser et al., CVPR 2021, arXiv 2012.09841, eq. 4–7; GLC eq. 3).
+(taming-transformers, Esser et al., CVPR 2021, arXiv 2012.09841: eq. 6–7 with the hinge loss of
+its code; GLC eq. 3).
 Iterations drive `disc_start`, the LR schedule and the end of the stage (see
 gicl.training.base). Subclasses override `generator_objective` (ProGIC's λᵢ-weighted
 sum, ...); modules hold losses and optimization, the codec holds the model.
