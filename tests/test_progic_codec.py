@@ -20,7 +20,8 @@ from gicl.nn.depthconv import StageModulation
 
 # ProGIC Table 1 (arXiv 2603.02897): parameters (M) and FLOPs (G, = 2·MACs) at 768×512.
 PAPER = {"base": (33.11, 333.38), "small": (14.44, 108.28)}
-STAGE_BPP = [0.0391, 0.0781, 0.1172, 0.1562, 0.1953]  # k·⌈log₂1024⌉ bits per 16×16 patch = k·10/256 bpp, payload only
+# k·⌈log₂1024⌉ bits per 16×16 latent position = k·10/256 bpp (payload only)
+STAGE_BPP = [0.0391, 0.0781, 0.1172, 0.1562, 0.1953]
 
 
 def tiny(**kwargs) -> ProGIC:
