@@ -14,21 +14,26 @@ import lightning as L
 import torch
 
 from gicl.nn.vq import VectorQuantizer, perplexity
+from gicl.training.context import TrainingView
 
 
 class CodebookUsage(L.Callback):
-    def __init__(self, every_n: int) -> None:
-        self.every_n = max(1, int(every_n))
+    def __init__(self, every_n: int | None = None) -> None:
+        """every_n: iterations between readings; default trainer.log_every_n_steps."""
+        self.every_n = every_n
         self.totals: dict[str, torch.Tensor] = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: TrainingView, stage: str) -> None:
+        self.every_n = max(1, int(self.every_n or pl_module.context.log_every))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: TrainingView, *args: Any) -> None:
         if pl_module.iteration % self.every_n == 0:
             self.collect(pl_module, log=True)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: TrainingView) -> None:
         self.collect(pl_module, log=False)
 
-    def collect(self, pl_module: Any, log: bool) -> None:
+    def collect(self, pl_module: TrainingView, log: bool) -> None:
         """Collective: read (all-reduce) and reset every quantizer's counts."""
         for name, module in pl_module.codec.named_modules():
             if not isinstance(module, VectorQuantizer):

@@ -1,12 +1,17 @@
 """Control-GIC's statistical entropy coding table: index frequencies counted in training.
 
-Each batch's counts of *coded* tokens (`extras["index_counts"]`, a bincount on device) are
+Each batch's counts of *coded* tokens (`CodecOutput.index_counts`, a bincount on device) are
 added to a local device tensor — no per-index `.item()` sync (the official loop's cost) —
 and every `every_n` iterations, and when training ends, summed over ranks and moved into
 the codec's persistent `index_frequencies` buffer, so checkpoints and model files carry the
 table. The table is reset to zero at iteration `start`, so it ends up holding exactly the
 number of coded tokens seen from there on (the paper counts over the training set at the
 end of training: set `start` near the end of the budget for that).
+
+Codecs that keep such a table (Control-GIC) ask for this callback in their registration,
+so only their stages get it; recipes set `callbacks: {frequency_table: {start: N}}`.
+`every_n` defaults to the checkpoint cadence, so every checkpoint holds the current table
+(this callback runs before the checkpoint callback).
 """
 
 from __future__ import annotations
@@ -17,37 +22,40 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from gicl.errors import UserError
+from gicl.training.context import TrainingView
+
 
 class FrequencyTable(L.Callback):
-    def __init__(self, every_n: int, start: int = 0) -> None:
-        self.every_n = max(1, int(every_n))
+    def __init__(self, start: int = 0, every_n: int | None = None) -> None:
         self.start = int(start)
+        self.every_n = every_n
         self.local: torch.Tensor | None = None
 
-    @staticmethod
-    def applies(codec: Any) -> bool:
-        return hasattr(codec, "accumulate_frequencies")
+    def setup(self, trainer: L.Trainer, pl_module: TrainingView, stage: str) -> None:
+        if not hasattr(pl_module.codec, "accumulate_frequencies"):
+            raise UserError(f"callback frequency_table needs a codec with an index frequency "
+                            f"table; {pl_module.codec.codec_id} has none: drop it from the stage")
+        self.every_n = max(1, int(self.every_n or pl_module.context.ckpt_every))
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        if self.applies(pl_module.codec) and pl_module.iteration == self.start:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: TrainingView, *args: Any) -> None:
+        if pl_module.iteration == self.start:
             pl_module.codec.index_frequencies.zero_()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        codec = pl_module.codec
-        extras = getattr(pl_module, "last_extras", None) or {}
-        if not self.applies(codec) or "index_counts" not in extras:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: TrainingView, *args: Any) -> None:
+        out = pl_module.last_output
+        if out is None or out.index_counts is None:
             return
         if pl_module.iteration > self.start:
-            counts = extras["index_counts"].detach()
+            counts = out.index_counts.detach()
             self.local = counts.clone() if self.local is None else self.local + counts
         if pl_module.iteration % self.every_n == 0:
             self.flush(pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if self.applies(pl_module.codec):
-            self.flush(pl_module)
+    def on_train_end(self, trainer: L.Trainer, pl_module: TrainingView) -> None:
+        self.flush(pl_module)
 
-    def flush(self, pl_module: Any) -> None:
+    def flush(self, pl_module: TrainingView) -> None:
         """Collective: every rank calls it at the same iterations."""
         codec = pl_module.codec
         local = self.local if self.local is not None else torch.zeros_like(codec.index_frequencies)

@@ -9,12 +9,12 @@ several runs overlay in TensorBoard.
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from gicl.training.context import TrainingView
 
 
 def rd_figure(rows: list[dict[str, float]], title: str):
@@ -48,7 +48,7 @@ class RDCurves(L.Callback):
         self.layout_written = False
 
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: TrainingView) -> None:
         if trainer.sanity_checking or not getattr(pl_module, "rd_rows", None):
             return
         self.validations += 1

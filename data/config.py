@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from gicl.errors import RecipeError
-from gicl.images import DEFAULT_MAX_PIXELS
 
 TRANSFORMS = ("random_crop_flip", "center_crop_resize", "random_crop")
 SMALL_IMAGE_POLICIES = ("upscale", "skip", "pad")
@@ -30,7 +29,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "dataset_size": None,     # sample count of remote shards that have no manifest
     "shuffle_buffer": 1000,
     "num_workers": 2,
-    "max_image_pixels": DEFAULT_MAX_PIXELS,  # PIL's default decompression-bomb limit
+    "max_image_pixels": 178_956_970,  # PIL's decompression-bomb limit, gicl.images.DEFAULT_MAX_PIXELS
     "on_truncated_shard": "skip",  # skip: warn, count, use what the shard holds; stop: error
     "batch_size": 16,         # global; read by the runner, not by this package
 }

@@ -19,7 +19,7 @@ def forward_flops(codec: Codec, h: int, w: int, point: dict[str, Any] | None = N
     """FLOPs of one forward at h×w, counted by torch's FlopCounterMode (1 MAC = 2 FLOPs).
 
     Counted under `no_grad`, not `inference_mode`: FlopCounterMode fails under inference
-    mode on parametrized weights (DESIGN).
+    mode on parametrized weights (e.g. CompressAI's GDN).
     """
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -1,11 +1,20 @@
-"""Exported model files: everything a decoder needs, loadable with `weights_only=True`.
+"""Model files: everything a decoder needs, loadable with `weights_only=True`; the one
+place that reads and writes codec weights (model files and the runner's checkpoints).
 
-Layout (a plain dict of tensors and builtins):
-    {"format": "gicl-model", "version": 1, "codec": <codec config dict>,
-     "state_dict": {...}, "fingerprint": <hex>, "meta": {"recipe":..., "stage":...}}
-Frequency tables and integer CDF tables are persistent buffers of the codec, so they travel
-in `state_dict`. The fingerprint is a SHA-256 over the config and every tensor's bytes, so a
-bitstream can name the exact model it needs.
+Schema, version 2 (a plain dict of tensors and builtins):
+    format: "gicl-model"      version: 2
+    codec: the codec's config (its recipe section), enough to rebuild it with build_codec
+    state_dict: the codec's weights and persistent buffers (frequency tables, CDF tables
+                that `Codec.update()` built: they travel here, with the weights)
+    fingerprint: SHA-256 (32 hex digits) over the config, the flags and every tensor's bytes,
+                so that a bitstream names the exact model it needs
+    meta: where it came from (recipe, stage, iteration, source checkpoint) and `plugins`,
+          the modules that register a codec defined outside gicl (imported before building)
+    flags: behaviour switches a decoder must honour, by name ({} today)
+    precision: the dtype of the floating-point weights ("float32", "bfloat16", ...)
+    ema_state_dict: an exponential-moving-average copy of state_dict, or None
+Version 1 files (no flags / precision / ema_state_dict) are read as version 2 with the
+defaults; their fingerprints are unchanged (empty flags are not hashed).
 """
 
 from __future__ import annotations
@@ -18,15 +27,20 @@ from typing import Any
 import torch
 
 from gicl.atomic import atomic_torch_save
-from gicl.codecs.base import Codec, build_codec
+from gicl.codecs.base import Codec, build_codec, validate_codec_config
 from gicl.errors import UserError
+from gicl.registry import import_plugins
 
 MODEL_FORMAT = "gicl-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
-def fingerprint(codec_config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:
+def fingerprint(codec_config: dict[str, Any], state_dict: dict[str, torch.Tensor],
+                flags: dict[str, Any] | None = None) -> str:
     h = hashlib.sha256(json.dumps(codec_config, sort_keys=True, default=str).encode())
+    if flags:
+        h.update(json.dumps(flags, sort_keys=True, default=str).encode())
     for name in sorted(state_dict):
         t = state_dict[name].detach().to("cpu").contiguous()
         h.update(name.encode())
@@ -35,11 +49,21 @@ def fingerprint(codec_config: dict[str, Any], state_dict: dict[str, torch.Tensor
     return h.hexdigest()[:32]
 
 
-def model_payload(codec: Codec, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def _precision(state: dict[str, torch.Tensor]) -> str:
+    dtypes = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
+    return "+".join(sorted(dtypes)) or "none"
+
+
+def model_payload(codec: Codec, meta: dict[str, Any] | None = None,
+                  flags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model file's dict; calls `codec.update()` first so built tables are saved."""
+    codec.update()
     state = {k: v.detach().cpu() for k, v in codec.state_dict().items()}
+    flags = dict(flags or {})
     return {
         "format": MODEL_FORMAT, "version": MODEL_VERSION, "codec": codec.config,
-        "state_dict": state, "fingerprint": fingerprint(codec.config, state), "meta": meta or {},
+        "state_dict": state, "fingerprint": fingerprint(codec.config, state, flags),
+        "meta": meta or {}, "flags": flags, "precision": _precision(state), "ema_state_dict": None,
     }
 
 
@@ -48,6 +72,15 @@ def save_model_file(codec: Codec, path: str | Path, meta: dict[str, Any] | None 
     payload = model_payload(codec, meta)
     atomic_torch_save(payload, path)
     return payload["fingerprint"]
+
+
+def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 payload with the version-2 fields at their defaults."""
+    out = {"flags": {}, "ema_state_dict": None, **payload}
+    out["meta"] = dict(out.get("meta") or {})
+    out.setdefault("precision", _precision(payload["state_dict"]))
+    out["version"] = MODEL_VERSION
+    return out
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -61,24 +94,27 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
                         "pass a file written by `gicl export` or a stage's final.pt") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} is not a gicl model file: export one with `gicl export CKPT OUT.pt`")
-    if payload.get("version") != MODEL_VERSION:
-        raise UserError(f"{path} has model format version {payload.get('version')}; "
-                        f"this gicl reads version {MODEL_VERSION}")
-    return payload
+    if payload.get("version") not in READABLE_VERSIONS:
+        raise UserError(f"{path} has model format version {payload.get('version')}; this gicl "
+                        f"reads versions {', '.join(map(str, READABLE_VERSIONS))}: upgrade gicl")
+    return _upgrade(payload)
 
 
 def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[Codec, dict[str, Any]]:
-    """Build the codec from its stored config and load its weights (eval mode)."""
+    """Build the codec from its stored config, load its weights, `update()` (eval mode)."""
     payload = read_model_file(path)
+    import_plugins(payload["meta"].get("plugins") or [])
     codec = build_codec(payload["codec"])
     codec.load_state_dict(payload["state_dict"])
+    codec.update()
     return codec.to(device).eval(), payload
 
 
 def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(codec config, codec state dict, meta) from a model file or a runner's Lightning
     checkpoint (codec weights under `codec.`, config in `ckpt["gicl"]`); one reader for
-    `init:` in recipes and for `gicl export`."""
+    `init:` in recipes and for `gicl export`. The plugins the file names are imported, so
+    the caller can build its codec."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -89,12 +125,71 @@ def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
                         f"({type(e).__name__}): pass a stage's checkpoints/last.ckpt") from None
     if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
         payload = read_model_file(path)
-        return payload["codec"], payload["state_dict"], payload.get("meta", {})
+        import_plugins(payload["meta"].get("plugins") or [])
+        return payload["codec"], payload["state_dict"], payload["meta"]
     info = ckpt.get("gicl") if isinstance(ckpt, dict) else None
     if not isinstance(info, dict) or "codec" not in info or "state_dict" not in ckpt:
         raise UserError(f"{path} is not a gicl training checkpoint (no 'gicl' codec config "
                         "or 'state_dict'): pass a stage's checkpoints/last.ckpt")
     state = {k[len("codec."):]: v for k, v in dict(ckpt["state_dict"]).items() if k.startswith("codec.")}
-    meta = {k: info[k] for k in ("recipe", "stage") if k in info}
+    meta = {k: info[k] for k in ("recipe", "stage", "plugins") if k in info}
     meta.update(source=str(path.resolve()), global_step=int(ckpt.get("global_step", -1)))
+    import_plugins(meta.get("plugins") or [])
     return info["codec"], state, meta
+
+
+def _renamed(state: dict[str, torch.Tensor],
+             prefixes: dict[str, str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Stored keys under their mapped names (longest matching source prefix wins) and the
+    stored keys no prefix maps. Without a map every key keeps its name."""
+    if not prefixes:
+        return dict(state), []
+    order = sorted(prefixes, key=len, reverse=True)
+    out, unmapped = {}, []
+    for key, value in state.items():
+        src = next((p for p in order if key.startswith(p)), None)
+        if src is None:
+            unmapped.append(key)
+        else:
+            out[prefixes[src] + key[len(src):]] = value
+    return out, unmapped
+
+
+def _summary(keys: list[str]) -> str:
+    """'N (first, second, ...)' for a log line."""
+    return f"{len(keys)}" + (f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" if keys else "")
+
+
+def load_codec_weights(codec: Codec, path: Path, prefixes: dict[str, str] | None = None,
+                       strict: bool = False) -> None:
+    """Initialise `codec` from a model file or a runner checkpoint (a recipe's `init:`).
+
+    Without `prefixes` the stored codec must be the same kind as `codec`. With them (e.g.
+    {"encoder.": "analysis.encoder."}) any codec's weights load under the new names: stored
+    keys no prefix maps are unused. Logs what was loaded, what starts fresh and what was
+    unused; `strict` makes anything fresh or unused an error.
+    """
+    import logging
+
+    log = logging.getLogger("gicl")
+    config, state, _ = read_codec_weights(path)
+    validate_codec_config(config, f"init {path}")
+    name = config.get("name")
+    if not prefixes and name != codec.codec_id:
+        raise UserError(f"{path} holds a '{name}' codec; this stage trains '{codec.codec_id}': "
+                        "give init.map (stored prefix → codec prefix) to load it across codecs")
+    mapped, unmapped = _renamed(state, prefixes or {})
+    own = codec.state_dict()
+    unused = unmapped + [k for k in mapped if k not in own]
+    loaded = [k for k in mapped if k in own]
+    fresh = [k for k in own if k not in mapped]
+    if strict and (fresh or unused):
+        raise UserError(f"init from {path} (strict): {_summary(fresh)} codec tensors have no "
+                        f"stored value, {_summary(unused)} stored tensors are unused")
+    try:
+        codec.load_state_dict({k: mapped[k] for k in loaded}, strict=False)
+    except RuntimeError as e:  # shape mismatches: name the first
+        problem = next((line.strip() for line in str(e).splitlines()[1:] if line.strip()), str(e))
+        raise UserError(f"init from {path}: stored weights do not fit this codec ({problem})") from None
+    log.info("init from %s: loaded %s; start fresh %s; unused %s", path, _summary(loaded),
+             _summary(fresh), _summary(unused))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +41,32 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "deterministic": False,
 }
 
+# Keys every stage has, whatever its module; the module adds its own (gicl.training.options).
 STAGE_DEFAULTS: dict[str, Any] = {
     "module": "vqgan",
-    "init": None,  # None | "previous" | path to a model file or checkpoint
+    "codec": None,  # None → the recipe's codec section; or a codec section of the stage's own
+    "init": None,  # None | "previous" | PATH | {from: previous|PATH, map: {src.: dst.}, strict: bool}
     "frozen": [],  # codec parameter groups (Codec.parameter_groups) kept fixed
     "max_steps": 1000,  # iterations (batches), whatever the number of optimizers
     "batch_size": None,  # global batch; None → data.batch_size
     "micro_batches": 1,  # split each rank's batch to save memory; still one step per iteration
-    "optimizer": {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9], "weight_decay": 0.0, "eps": 1e-8},
-    "disc_optimizer": {"name": "adam", "lr": 1e-4, "betas": [0.5, 0.9], "weight_decay": 0.0, "eps": 1e-8},
     "scheduler": {"name": "constant", "milestones": [], "gamma": 0.1, "warmup_steps": 0},
     "clip_grad_norm": None,
-    "perceptual": "auto",  # required | auto | off (DESIGN: pretrained weights policy)
-    "discriminator": {"ndf": 64, "n_layers": 3},
-    "train_point": None,  # operating point for codec.forward in training; {sample: true} = random
-    "frequency_table_from": 0,  # codecs with an index frequency table count it from this iteration
-    "loss": {},  # module-specific; defaults come from the training module
+    # LPIPS needs pretrained VGG16 weights that cannot always be downloaded: `required` stops
+    # naming the file to place, `auto` trains without the term and records it, `off` never loads
+    "perceptual": "auto",
+    "callbacks": {},  # name → options (false drops a default); defaults from module and codec
 }
 
+# Stage sections whose keys are open: validated against the codec / callback constructors.
+OPEN_SECTIONS = {"codec", "callbacks", "init"}
 
-# Mappings that an overlay replaces whole instead of merging into: an operating point is one value.
-WHOLE_VALUES = {"train_point"}
+# Keys that moved; an old recipe or --set naming one is told where it went.
+MOVED_KEYS = {
+    "optimizer": "optimizers.codec",
+    "disc_optimizer": "optimizers.disc",
+    "frequency_table_from": "callbacks.frequency_table.start",
+}
 
 
 def recipe_names() -> list[str]:
@@ -89,56 +95,123 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def _unknown(key: str, known: list[str]) -> RecipeError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in MOVED_KEYS:
+        return RecipeError(f"unknown key '{key}': it moved to '{key.rsplit('.', 1)[0]}."
+                           f"{MOVED_KEYS[leaf]}' (see docs/recipes.md)")
+    close = difflib.get_close_matches(leaf, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else f" (known: {', '.join(sorted(known))})"
     return RecipeError(f"unknown key '{key}'{hint}")
 
 
-def merge(
-    base: dict[str, Any], overlay: dict[str, Any], where: str = "", open_keys: bool = False
-) -> dict[str, Any]:
-    """Deep-merge overlay into a copy of base; keys new to base are errors unless open_keys.
+def _is_open(path: str) -> bool:
+    """`codec`, `stages.S.codec`, `stages.S.callbacks`, `stages.S.init` accept new keys."""
+    parts = path.split(".")
+    return parts == ["codec"] or (len(parts) == 3 and parts[0] == "stages" and parts[2] in OPEN_SECTIONS)
 
-    The `codec` section is open (validated against the codec constructor later).
+
+def merge(
+    base: dict[str, Any], overlay: dict[str, Any], where: str = "", open_keys: bool = False,
+    whole: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Deep-merge overlay into a copy of base; keys new to base are errors unless open.
+
+    whole: dotted paths (relative to `where`'s stage) replaced whole instead of merged.
     """
     out = copy.deepcopy(base)
     for key, value in overlay.items():
         path = f"{where}.{key}" if where else str(key)
-        is_open = open_keys or path == "codec"
+        is_open = open_keys or _is_open(path)
         if key not in out:
             if not is_open:
                 raise _unknown(path, list(out))
             out[key] = copy.deepcopy(value)
-        elif isinstance(out[key], dict) and isinstance(value, dict) and out[key] and key not in WHOLE_VALUES:
-            out[key] = merge(out[key], value, path, is_open)
+        elif (isinstance(out[key], dict) and isinstance(value, dict) and out[key]
+              and _stage_path(path) not in whole):
+            out[key] = merge(out[key], value, path, is_open, whole)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
+def _stage_path(path: str) -> str:
+    """'stages.S.train_point' → 'train_point' (paths below a stage, as options declare them)."""
+    parts = path.split(".")
+    return ".".join(parts[2:]) if parts[0] == "stages" and len(parts) > 2 else path
+
+
+def module_options(name: Any, where: str) -> type:
+    """The options dataclass a training module declared (imported without Lightning)."""
+    from gicl.registry import MODULES
+
+    options = MODULES.meta(name).get("options") if name in MODULES else None
+    MODULES.check(name, where)
+    if isinstance(options, str):
+        module, _, attr = options.partition(":")
+        options = getattr(importlib.import_module(module), attr)
+    if options is None:
+        raise RecipeError(f"training module '{name}' declares no stage options: register it "
+                          "with MODULES.register(name, cls, options=<dataclass>)")
+    return options
+
+
+def _whole(config: dict[str, Any]) -> frozenset[str]:
+    from gicl.training.options import whole_keys
+
+    out: set[str] = set()
+    for stage in config["stages"].values():
+        out |= whole_keys(module_options(stage["module"], "module"))
+    return frozenset(out)
+
+
+def _callbacks_mapping(value: Any, where: str) -> dict[str, Any]:
+    """`[a, b]` or `{a: {opt: 1}, b: false}` → {name: options | False}."""
+    if value is None:
+        return {}
+    if isinstance(value, list):
+        value = {name: {} for name in value}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where} must be a list of callback names or a mapping name → options")
+    return {k: ({} if v is None or v is True else v) for k, v in value.items()}
+
+
+def default_callbacks(module: str, codec: dict[str, Any]) -> dict[str, Any]:
+    """The callbacks a stage gets unless its recipe drops them: the module's and the codec's."""
+    from gicl.registry import CODECS
+
+    names = list(getattr(module_options(module, "module"), "callbacks", ()))
+    if codec.get("name") in CODECS:
+        names += CODECS.meta(codec["name"]).get("callbacks", ())
+    return {name: {} for name in names}
+
+
 def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     """Fill section defaults so that every valid key exists before overlays apply."""
-    from gicl.data import DATA_DEFAULTS
-    from gicl.training import module_loss_defaults
+    from gicl.data.config import DATA_DEFAULTS
+    from gicl.training.options import defaults, whole_keys
 
-    allowed = {"name", "description", "codec", "data", "trainer", "stages", "profiles"}
+    allowed = {"name", "description", "plugins", "codec", "data", "trainer", "stages", "profiles"}
     for key in raw:
         if key not in allowed:
             raise _unknown(key, sorted(allowed))
     if not isinstance(raw.get("stages"), dict) or not raw["stages"]:
         raise RecipeError(f"{path}: 'stages' must be a non-empty mapping of stage name → settings")
+    codec = dict(raw.get("codec") or {})
     stages = {}
-    for name, stage in raw["stages"].items():
-        stage = merge(STAGE_DEFAULTS, {k: v for k, v in (stage or {}).items() if k != "loss"},
-                      f"stages.{name}")
-        loss_defaults = module_loss_defaults(stage["module"], f"stages.{name}.module")
-        stage["loss"] = merge(loss_defaults, (raw["stages"][name] or {}).get("loss", {}),
-                              f"stages.{name}.loss")
-        stages[name] = stage
+    for name, given in raw["stages"].items():
+        given = dict(given or {})
+        where = f"stages.{name}"
+        module = given.get("module", STAGE_DEFAULTS["module"])
+        options = module_options(module, f"{where}.module")
+        base = {**STAGE_DEFAULTS, **defaults(options)}
+        base["callbacks"] = default_callbacks(module, given.get("codec") or codec)
+        given["callbacks"] = _callbacks_mapping(given.get("callbacks"), f"{where}.callbacks")
+        stages[name] = merge(base, given, where, whole=frozenset(whole_keys(options)))
     return {
         "name": raw.get("name", path.stem),
         "description": raw.get("description", ""),
-        "codec": dict(raw.get("codec") or {}),
+        "plugins": list(raw.get("plugins") or []),
+        "codec": codec,
         "data": merge(DATA_DEFAULTS, raw.get("data") or {}, "data"),
         "trainer": merge(TRAINER_DEFAULTS, raw.get("trainer") or {}, "trainer"),
         "stages": stages,
@@ -163,9 +236,19 @@ def nest(keys: list[str], value: Any) -> dict[str, Any]:
 
 
 def resolve(name: str, profile: str = PROFILE_DEFAULT, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The fully resolved recipe: defaults ← file ← profile ← overrides, validated."""
+    """The fully resolved recipe: defaults ← file ← profile ← overrides, validated.
+
+    The recipe's `plugins` are imported first (their registrations are needed to resolve
+    it); every process that resolves the recipe — DDP workers, SLURM jobs — does the same.
+    """
+    from gicl.registry import import_plugins
+
     path = recipe_path(name)
     raw = load_yaml(path)
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list):
+        raise RecipeError(f"{path}: 'plugins' must be a list of importable module names")
+    import_plugins(plugins, search=path.parent)
     profiles = raw.get("profiles") or {}
     config = _normalise(raw, path)
     if profile != PROFILE_DEFAULT:
@@ -174,39 +257,107 @@ def resolve(name: str, profile: str = PROFILE_DEFAULT, overrides: list[str] | No
                 f"recipe '{config['name']}' has no profile '{profile}' "
                 f"(available: {', '.join([PROFILE_DEFAULT, *profiles])})"
             )
-        config = merge(config, profiles[profile] or {})
+        overlay = dict(profiles[profile] or {})
+        if "plugins" in overlay:
+            raise RecipeError(f"profiles.{profile}.plugins: plugins belong at the top of the recipe")
+        config = merge(config, _overlay_callbacks(overlay), whole=_whole(config))
     for item in overrides or []:
         keys, value = parse_override(item)
-        config = merge(config, nest(keys, value))
+        if keys[0] == "plugins":
+            raise RecipeError("--set plugins: plugins belong at the top of the recipe file")
+        config = merge(config, _overlay_callbacks(nest(keys, value)), whole=_whole(config))
     config["profile"] = profile
     validate(config)
     return config
 
 
-def validate(config: dict[str, Any]) -> None:
-    """Checks that need more than key names: codec kwargs, module names, stage references."""
-    import gicl.codecs  # noqa: F401  (registers codecs)
-    from gicl.codecs.base import CODECS, check_kwargs
-    from gicl.training import MODULES
+def _overlay_callbacks(overlay: dict[str, Any]) -> dict[str, Any]:
+    """Let an overlay give a stage's callbacks as a list too."""
+    for name, stage in (overlay.get("stages") or {}).items():
+        if isinstance(stage, dict) and "callbacks" in stage:
+            stage["callbacks"] = _callbacks_mapping(stage["callbacks"], f"stages.{name}.callbacks")
+    return overlay
 
-    codec_name = config["codec"].get("name")
-    if codec_name not in CODECS:
-        raise RecipeError(f"unknown codec '{codec_name}' in codec.name (known: {', '.join(sorted(CODECS))})")
-    kwargs = {k: v for k, v in config["codec"].items() if k != "name"}
-    check_kwargs(CODECS[codec_name].__init__, kwargs, "codec")
+
+def stage_codec(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The codec section a stage trains: its own, else the recipe's."""
+    return config["stages"][stage]["codec"] or config["codec"]
+
+
+def init_spec(value: Any, where: str) -> dict[str, Any] | None:
+    """`init` in its full form {from, map, strict}, or None (fresh weights)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"from": value}
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where} must be previous, a path, or {{from: ..., map: ..., strict: ...}}")
+    unknown = set(value) - {"from", "map", "strict"}
+    if unknown:
+        raise _unknown(f"{where}.{sorted(unknown)[0]}", ["from", "map", "strict"])
+    spec = {"from": value.get("from"), "map": value.get("map") or {}, "strict": value.get("strict", False)}
+    if not isinstance(spec["from"], str) or not spec["from"]:
+        raise RecipeError(f"{where}.from must be 'previous' or a path to a model file or checkpoint")
+    if not isinstance(spec["map"], dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in spec["map"].items()):
+        raise RecipeError(f"{where}.map must map stored key prefixes to codec key prefixes, "
+                          "e.g. {'encoder.': 'analysis.'}")
+    if not isinstance(spec["strict"], bool):
+        raise RecipeError(f"{where}.strict must be true or false")
+    return spec
+
+
+def _check_codec(section: Any, where: str) -> None:
+    from gicl.registry import CODECS
+
+    if not isinstance(section, dict):
+        raise RecipeError(f"{where} must be a codec section with a 'name'")
+    CODECS.check(section.get("name"), f"{where}.name")
+    _check_keywords(CODECS.keywords(section["name"]), section, where, skip={"name"})
+
+
+def _check_keywords(accepted: set[str] | None, given: dict[str, Any], where: str,
+                    skip: set[str] = frozenset()) -> None:
+    if accepted is None:
+        return
+    for key in given:
+        if key not in accepted and key not in skip:
+            raise RecipeError(f"unknown key '{where}.{key}' (known: {', '.join(sorted(accepted))})")
+
+
+def validate(config: dict[str, Any]) -> None:
+    """Checks that need more than key names: codec kwargs, module and callback names, types,
+    stage references. Reads registrations and option declarations only: no torch."""
+    from gicl.registry import CALLBACKS, OPTIMIZERS, SCHEDULERS
+    from gicl.training.options import check_types
+
+    _check_codec(config["codec"], "codec")
     names = list(config["stages"])
     for i, (name, stage) in enumerate(config["stages"].items()):
-        if stage["module"] not in MODULES:
-            raise RecipeError(f"unknown module '{stage['module']}' in stages.{name}.module "
-                              f"(known: {', '.join(sorted(MODULES))})")
-        if stage["init"] == "previous" and i == 0:
-            raise RecipeError(f"stages.{name}.init is 'previous' but it is the first stage ({names})")
+        where = f"stages.{name}"
+        options = module_options(stage["module"], f"{where}.module")
+        check_types(options, stage, where)
+        if stage["codec"] is not None:
+            _check_codec(stage["codec"], f"{where}.codec")
+        init = init_spec(stage["init"], f"{where}.init")
+        if init and init["from"] == "previous" and i == 0:
+            raise RecipeError(f"{where}.init is 'previous' but it is the first stage ({names})")
         if stage["perceptual"] is False:  # YAML 1.1 reads a bare `off` as false
             stage["perceptual"] = "off"
         if stage["perceptual"] not in ("required", "auto", "off"):
-            raise RecipeError(f"stages.{name}.perceptual must be required, auto or off")
+            raise RecipeError(f"{where}.perceptual must be required, auto or off")
         if not isinstance(stage["max_steps"], int) or stage["max_steps"] < 1:
-            raise RecipeError(f"stages.{name}.max_steps must be a positive integer (iterations)")
+            raise RecipeError(f"{where}.max_steps must be a positive integer (iterations)")
+        SCHEDULERS.check(stage["scheduler"]["name"], f"{where}.scheduler.name")
+        for opt_name, opt in (stage.get("optimizers") or {}).items():
+            OPTIMIZERS.check(opt["name"], f"{where}.optimizers.{opt_name}.name")
+        for cb_name, cb_options in stage["callbacks"].items():
+            if cb_options is False:
+                continue
+            CALLBACKS.check(cb_name, f"{where}.callbacks")
+            if not isinstance(cb_options, dict):
+                raise RecipeError(f"{where}.callbacks.{cb_name} must be a mapping of options or false")
+            _check_keywords(CALLBACKS.keywords(cb_name), cb_options, f"{where}.callbacks.{cb_name}")
 
 
 def dump(config: dict[str, Any]) -> str:

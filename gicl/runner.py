@@ -3,7 +3,13 @@
 Run dir layout: `<run_dir>/<stage>/{config.yaml, checkpoints/last.ckpt, tb/, final.pt, done}`.
 The same command again skips stages that have `done`, resumes the unfinished stage from
 `last.ckpt` (weights, optimizers, schedulers, iteration and data position), and starts the
-rest; `init: previous` loads the previous stage's `final.pt`.
+rest; `init: previous` loads the previous stage's `final.pt`, `init: {from, map, strict}`
+another codec's weights under renamed prefixes.
+
+Everything a stage is built from is looked up by name in gicl.registry: its codec, its
+training module, its optimizers and schedule, and its callbacks (the recipe's, plus those
+the module and the codec ask for). The runner adds only the callbacks every stage needs:
+checkpoints, preemption, throughput, progress, learning-rate logging.
 """
 
 from __future__ import annotations
@@ -22,18 +28,16 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from gicl.atomic import atomic_write_bytes
 from gicl.callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
-from gicl.callbacks.codebook import CodebookUsage
-from gicl.callbacks.frequency_table import FrequencyTable
 from gicl.callbacks.preemption import Preemption
 from gicl.callbacks.progress import IterationProgressBar
-from gicl.callbacks.rd_curves import RDCurves
 from gicl.callbacks.throughput import Throughput
-from gicl.codecs.base import Codec, build_codec, validate_codec_config
+from gicl.codecs.base import Codec, build_codec
 from gicl.errors import RecipeError, UserError
 from gicl.losses.perceptual import perceptual_for_policy
-from gicl.model_file import read_codec_weights, save_model_file
-from gicl.recipes import dump, load_yaml
-from gicl.training import module_class
+from gicl.model_file import load_codec_weights, save_model_file
+from gicl.recipes import MOVED_KEYS, dump, init_spec, load_yaml, stage_codec
+from gicl.registry import CALLBACKS, MODULES
+from gicl.training.context import StageContext
 
 log = logging.getLogger("gicl")
 
@@ -89,7 +93,8 @@ def build_trainer(trainer_cfg: dict[str, Any], stage: dict[str, Any], stage_dir:
     strategy: Any = trainer_cfg["strategy"]
     if strategy in ("auto", "ddp") and process_count(trainer_cfg) > 1:
         # GAN stages use the discriminator in the generator step and not the codec in the
-        # discriminator step: DDP must look for unused parameters (DESIGN "Things that bite").
+        # discriminator step: DDP must look for unused parameters, or it waits for their
+        # gradients forever.
         strategy = DDPStrategy(find_unused_parameters=True,
                                process_group_backend="nccl" if on_gpu else "gloo")
     plugins: list[Any] = [AtomicCheckpointIO()]
@@ -108,21 +113,6 @@ def build_trainer(trainer_cfg: dict[str, Any], stage: dict[str, Any], stage_dir:
         use_distributed_sampler=False,  # gicl.data splits by rank itself (equal batch counts)
         deterministic=trainer_cfg["deterministic"], default_root_dir=str(stage_dir),
     )
-
-
-def load_codec_weights(codec: Codec, path: Path) -> None:
-    """Initialise from a model file or a Lightning checkpoint of the same codec."""
-    config, state, _ = read_codec_weights(path)
-    validate_codec_config(config, f"init {path}")
-    name = config.get("name")
-    if name != codec.codec_id:
-        raise UserError(f"{path} holds a '{name}' codec; this stage trains '{codec.codec_id}'")
-    result = codec.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        log.info("init from %s: %d parameters start fresh (%s ...)", path, len(result.missing_keys),
-                 result.missing_keys[0])
-    if result.unexpected_keys:
-        log.info("init from %s: %d stored tensors unused", path, len(result.unexpected_keys))
 
 
 def check_train_point(codec: Codec, point: Any, where: str) -> None:
@@ -150,8 +140,52 @@ def resume_checkpoint(stage_dir: Path) -> Path | None:
     return last if last.is_file() else None
 
 
-def _comparable(config: dict[str, Any], stage: str) -> dict[str, Any]:
-    return {"codec": config["codec"], "stage": config["stages"][stage]}
+def _upgraded(stage: dict[str, Any]) -> dict[str, Any]:
+    """A stage section saved by an older gicl, its moved keys at their new places."""
+    out = {k: v for k, v in stage.items() if k not in MOVED_KEYS}
+    for old, new in MOVED_KEYS.items():
+        if old in stage:
+            *parents, leaf = new.split(".")
+            node = out
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = stage[old]
+    return out
+
+
+def _differences(saved: Any, now: Any, where: str) -> list[str]:
+    """Keys whose values differ, among the keys both have (keys added since are not
+    differences: a run dir of an older gicl resumes when everything it had is the same)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [d for k in saved if k in now for d in _differences(saved[k], now[k], f"{where}.{k}")]
+    return [] if saved == now else [where]
+
+
+def check_resumable(saved: dict[str, Any], config: dict[str, Any], stage: str, stage_dir: Path) -> None:
+    if stage not in saved.get("stages", {}):
+        raise UserError(f"{stage_dir} holds another recipe's stage; use another --run-dir")
+    was = {"codec": saved["stages"][stage].get("codec") or saved["codec"],
+           "stage": _upgraded(saved["stages"][stage])}
+    now = {"codec": stage_codec(config, stage), "stage": config["stages"][stage]}
+    diff = _differences(was, now, "")
+    if diff:
+        raise UserError(f"{stage_dir} was started with a different codec or stage config "
+                        f"({', '.join(d.lstrip('.') for d in diff[:3])}); use another --run-dir or delete it")
+
+
+def init_weights(codec: Codec, stage: dict[str, Any], name: str, previous: Path | None) -> None:
+    """Load the stage's `init` weights into `codec` (nothing for a fresh start)."""
+    spec = init_spec(stage["init"], f"stages.{name}.init")
+    if spec is None:
+        return
+    path = previous if spec["from"] == "previous" else Path(spec["from"])
+    load_codec_weights(codec, path, spec["map"], spec["strict"])
+
+
+def build_callbacks(stage: dict[str, Any]) -> list[L.Callback]:
+    """The stage's registered callbacks (recipe, module and codec defaults; `false` drops)."""
+    return [CALLBACKS.load(name, f"stages.{stage['_name']}.callbacks")(**options)
+            for name, options in stage["callbacks"].items() if options is not False]
 
 
 def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path | None) -> bool:
@@ -160,36 +194,34 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     tcfg = config["trainer"]
     cfg_path = stage_dir / "config.yaml"
     if cfg_path.is_file():
-        saved = load_yaml(cfg_path)
-        if _comparable(saved, name) != _comparable(config, name):
-            raise UserError(f"{stage_dir} was started with a different codec or stage config; "
-                            "use another --run-dir or delete it")
+        check_resumable(load_yaml(cfg_path), config, name, stage_dir)
 
     index = list(config["stages"]).index(name)
     L.seed_everything(tcfg["seed"] + index, workers=True, verbose=False)
-    codec = build_codec(config["codec"])
-    if stage["init"] == "previous":
-        load_codec_weights(codec, previous)
-    elif stage["init"]:
-        load_codec_weights(codec, Path(stage["init"]))
+    own = config["stages"][name]["codec"] is not None
+    codec = build_codec(stage_codec(config, name), f"stages.{name}.codec" if own else "codec")
+    init_weights(codec, stage, name, previous)
     freeze(codec, stage["frozen"], f"stages.{name}.frozen")
-    check_train_point(codec, stage["train_point"], f"stages.{name}.train_point")
-    perceptual, status = perceptual_for_policy(stage["perceptual"], stage["loss"].get("perceptual", 0))
+    check_train_point(codec, stage.get("train_point"), f"stages.{name}.train_point")
+    weight = stage.get("loss", {}).get("perceptual", 0)  # modules without LPIPS have none
+    perceptual, status = perceptual_for_policy(stage["perceptual"], weight)
     saved = dict(config, runtime={"stage": name, "perceptual": status})
     atomic_write_bytes(cfg_path, dump(saved).encode())
 
-    module = module_class(stage["module"])(codec, stage, perceptual)
     ckpt_dir = stage_dir / "checkpoints"
     batch = stage["batch_size"] or config["data"]["batch_size"]
-    callbacks = [  # order matters: the table is flushed before a checkpoint is written
-        FrequencyTable(tcfg["ckpt_every_n_steps"], stage["frequency_table_from"]),
+    context = StageContext(recipe=config["name"], stage=name, max_steps=stage["max_steps"],
+                           global_batch=batch, log_every=tcfg["log_every_n_steps"],
+                           ckpt_every=tcfg["ckpt_every_n_steps"], stage_dir=stage_dir,
+                           plugins=tuple(config["plugins"]))
+    module = MODULES.load(stage["module"], f"stages.{name}.module")(codec, stage, perceptual, context)
+    callbacks = [  # order matters: the stage's callbacks (e.g. a table flush) before a checkpoint
+        *build_callbacks(stage),
         IterationCheckpoint(ckpt_dir, tcfg["ckpt_every_n_steps"]),
         Preemption(ckpt_dir / "last.ckpt"),
         Throughput(tcfg["log_every_n_steps"], batch),
         IterationProgressBar(stage["max_steps"], name, batch, tcfg["progress_every_s"]),
         LearningRateMonitor(logging_interval="step"),
-        CodebookUsage(tcfg["log_every_n_steps"]),
-        RDCurves(),
     ]
     trainer = build_trainer(tcfg, stage, stage_dir, callbacks)
     data = RecipeData(config["data"], batch, tcfg["seed"] + index)
@@ -203,7 +235,8 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
         return False
     if trainer.is_global_zero:
         save_model_file(codec, stage_dir / "final.pt",
-                        {"recipe": config["name"], "stage": name, "iteration": module.iteration})
+                        {"recipe": config["name"], "stage": name, "iteration": module.iteration,
+                         "plugins": config["plugins"]})
         atomic_write_bytes(stage_dir / "done", f"{module.iteration}\n".encode())
     trainer.strategy.barrier("gicl-stage-done")
     return True
@@ -219,7 +252,8 @@ def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | N
     for name in names:
         stage_dir = run_dir / name
         if (only_stage is None or name == only_stage) and not (stage_dir / "done").is_file():
-            needs_previous = config["stages"][name]["init"] == "previous"
+            init = init_spec(config["stages"][name]["init"], f"stages.{name}.init")
+            needs_previous = bool(init) and init["from"] == "previous"
             if needs_previous and (previous is None or not previous.is_file()):
                 raise UserError(f"stage {name} starts from the previous stage, whose weights "
                                 f"{previous} do not exist yet: run without --stage first")

@@ -168,7 +168,7 @@ def test_range_coder_option(tiny, kodak):
         codecs[coder] = build_codec({**TINY, "entropy_coder": coder}).eval()
         codecs[coder].load_state_dict(tiny.state_dict())
     with torch.no_grad():
-        counts = tiny(x, point).extras["index_counts"]
+        counts = tiny(x, point).index_counts
     for codec in codecs.values():  # the table this image's tokens actually follow
         codec.index_frequencies.copy_(counts + 1)
         assert codec.coder() is codec.coder()  # cached until the table changes
@@ -237,9 +237,9 @@ def test_forward_trains_with_masked_vq_and_counts(tiny, kodak):
     assert tiny.quantizer.embedding.weight.grad is not None
     m, idx = out.extras["masks"], out.extras["indices"]
     coded = sum(int(m[n].sum()) for n in m)
-    assert int(out.extras["index_counts"].sum()) == coded
+    assert int(out.index_counts.sum()) == coded
     expected = sum(torch.bincount(idx[n][m[n][:, 0]], minlength=64) for n in m)
-    assert torch.equal(out.extras["index_counts"], expected)
+    assert torch.equal(out.index_counts, expected)
     tiny.zero_grad(set_to_none=True)
 
 

@@ -30,8 +30,9 @@ def test_two_process_ddp_matches_one_process(tmp_path, kodak):
               "--set", "stages.train.max_steps=4", "--set", "trainer.val_every_n_steps=1000",
               "--set", "stages.train.loss.disc_start=2",
               # Adam with a large eps steps like SGD: a sum instead of a mean over ranks shows
-              "--set", "stages.train.optimizer.eps=1.0", "--set", "stages.train.optimizer.lr=0.1",
-              "--set", "stages.train.disc_optimizer.eps=1.0"]
+              "--set", "stages.train.optimizers.codec.eps=1.0",
+              "--set", "stages.train.optimizers.codec.lr=0.1",
+              "--set", "stages.train.optimizers.disc.eps=1.0"]
     for devices in (1, 2):
         proc = run_cli("fit", "--recipe", "progic", "--profile", "smoke", "--run-dir",
                        str(tmp_path / f"d{devices}"), "--set", f"trainer.devices={devices}", *common)

@@ -104,8 +104,8 @@ def test_micro_batches_train_like_the_whole_batch(tmp_path):
     # scaled or partial accumulation shows, while float noise in near-zero gradients
     # (which plain Adam turns into ±lr steps) does not.
     args = ["--set", "stages.pretrain.max_steps=3", "--set", "stages.pretrain.loss.adv=0.0",
-            "--set", "trainer.val_every_n_steps=1000", "--set", "stages.pretrain.optimizer.eps=1.0",
-            "--set", "stages.pretrain.optimizer.lr=0.1"]
+            "--set", "trainer.val_every_n_steps=1000", "--set", "stages.pretrain.optimizers.codec.eps=1.0",
+            "--set", "stages.pretrain.optimizers.codec.lr=0.1"]
     fit(tmp_path / "whole", *args)
     fit(tmp_path / "micro", *args, "--set", "stages.pretrain.micro_batches=2")
     a = model_state(tmp_path / "whole/pretrain/final.pt")

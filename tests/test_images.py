@@ -149,3 +149,9 @@ def test_compress_says_when_it_composited_alpha(tmp_path: Path, monkeypatch: pyt
     assert err.count("\n") == 1 and err.startswith("gicl: note: ") and "over white" in err, err
     assert main(["compress", str(opaque), str(tmp_path / "b.gic"), "--ckpt", str(model)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_data_default_pixel_limit_is_the_readers():
+    from gicl.data.config import DATA_DEFAULTS
+
+    assert DATA_DEFAULTS["max_image_pixels"] == DEFAULT_MAX_PIXELS == 2 * Image.MAX_IMAGE_PIXELS

@@ -34,7 +34,7 @@ def test_training_loss_is_the_lambda_weighted_sum_of_stage_terms(torch_home):
         rec = w["l1"] * (x - out.x_hat).abs().mean() + w["perceptual"] * module.perceptual(x, out.x_hat)
         g = generator_loss(module.discriminator(out.x_hat))
         adv = w["adv"] * adaptive_weight(rec, g, codec.last_decoder_layer()) * g
-        codebooks = sum(out.losses[f"vq_stage_{j}"] for j in range(1, k + 1))  # L_cb of x̂_k's codebooks
+        codebooks = sum(out.stage_losses[:k])  # L_cb of x̂_k's codebooks
         expected = expected + lam * (rec + adv + w["codebook"] * codebooks)
     torch.testing.assert_close(total, expected, rtol=1e-4, atol=1e-6)
     assert set(logs) >= {f"stage{k}/rec" for k in range(1, 6)}

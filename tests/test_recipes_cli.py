@@ -74,3 +74,26 @@ def test_unknown_recipe_and_profile():
 def test_every_subcommand_has_help(command):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0 and "usage" in proc.stdout
+
+
+def test_callbacks_come_from_the_module_and_the_codec():
+    vqgan = resolve("vqgan", "smoke")["stages"]["pretrain"]["callbacks"]
+    controlgic = resolve("controlgic", "smoke")["stages"]["train"]["callbacks"]
+    assert vqgan == {"codebook_usage": {}, "rd_curves": {}}  # no frequency table for VQGAN
+    assert controlgic == {"codebook_usage": {}, "rd_curves": {}, "frequency_table": {"start": 0}}
+    dropped = resolve("controlgic", "smoke", ["stages.train.callbacks.rd_curves=false"])
+    assert dropped["stages"]["train"]["callbacks"]["rd_curves"] is False
+
+
+def test_moved_keys_say_where_they_went():
+    moved = r"'stages\.pretrain\.optimizer'.*moved to 'stages\.pretrain\.optimizers\.codec'"
+    with pytest.raises(RecipeError, match=moved):
+        resolve("vqgan", "smoke", ["stages.pretrain.optimizer.lr=1"])
+
+
+def test_module_options_are_typed():
+    with pytest.raises(RecipeError, match=r"stages\.pretrain\.loss\.adaptive must be bool"):
+        resolve("vqgan", "smoke", ["stages.pretrain.loss.adaptive=1"])
+    unknown = r"unknown optimizer 'sgdd' in stages\.pretrain\.optimizers\.disc\.name"
+    with pytest.raises(RecipeError, match=unknown):
+        resolve("vqgan", "smoke", ["stages.pretrain.optimizers.disc.name=sgdd"])

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gicl.commands import parse_size
-from gicl.commands.fit import add_recipe_arguments
+from gicl.arguments import add_recipe_arguments, parse_points, parse_size
 from gicl.errors import UserError
 
 
@@ -73,10 +72,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--repeats must be ≥ 1 and --warmup ≥ 0")
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be ≥ 1")
-    try:
-        point = json.loads(args.point) if args.point else None
-    except json.JSONDecodeError as e:
-        raise UserError(f"--point is not JSON ({e.msg}): {args.point}") from None
+    point = parse_points(args.point, "--point", one=True)[0] if args.point else None
+    from gicl.recipes import resolve
+
+    config = resolve(args.recipe, args.profile, args.overrides)  # before torch: errors are quick
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -84,12 +83,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from gicl.codecs import build_codec
     from gicl.evaluation.codec_io import resolve_device
     from gicl.machine import describe_machine
-    from gicl.recipes import resolve
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    config = resolve(args.recipe, args.profile, args.overrides)
     codec = build_codec(config["codec"]).eval().to(device)
     x = load_input(args.image, h, w).to(device)
 
@@ -134,9 +131,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    r = measure(args)
     from gicl.machine import machine_line
 
-    r = measure(args)
     if args.json:
         print(json.dumps(r))
         return 0

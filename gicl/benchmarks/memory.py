@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gicl.arguments import add_recipe_arguments, parse_points, parse_size
 from gicl.benchmarks.codec import load_input, peak_rss_mb
-from gicl.commands import parse_size
-from gicl.commands.fit import add_recipe_arguments
 from gicl.errors import UserError
 
 
@@ -104,10 +103,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("--threads must be ≥ 1")
     if args.image is not None and not args.image.is_file():
         raise UserError(f"--image {args.image} does not exist")
-    try:
-        point = json.loads(args.point) if args.point else None
-    except json.JSONDecodeError as e:
-        raise UserError(f"--point is not JSON ({e.msg}): {args.point}") from None
+    point = parse_points(args.point, "--point", one=True)[0] if args.point else None
 
     from gicl.recipes import resolve
 

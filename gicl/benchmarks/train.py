@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gicl.commands.fit import add_recipe_arguments
+from gicl.arguments import add_recipe_arguments
 from gicl.errors import UserError
 
 

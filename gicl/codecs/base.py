@@ -7,7 +7,6 @@ A codec knows its model and its bitstream, nothing about Lightning. Training mod
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import zlib
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gicl.errors import BitstreamError, RecipeError, UserError
+from gicl.registry import CODECS, signature_keywords
 
 
 @dataclass
@@ -28,13 +28,21 @@ class CodecOutput:
     rate: bits per image (shape (B,)) by stream name; differentiable where the codec trains
     its rate, otherwise the exact length of what `compress` would write for that stream.
     losses: auxiliary training terms owned by the model (codebook, commitment), scalars.
-    extras: indices, masks, per-stage reconstructions: whatever a training module or a
-    callback needs without re-running the model.
+
+    Typed fields that training modules and callbacks read (None when the codec has none):
+    stage_reconstructions: x̂₁..x̂_k of a progressive codec, decoded from one encoder pass.
+    stage_losses: the vq loss of each quantizer stage (residual VQ), in stage order.
+    index_counts: (K,) how many coded tokens used each codeword in this batch.
+
+    extras: anything else (indices, masks, quantizers) for inspection and tests.
     """
 
     x_hat: Tensor
     rate: dict[str, Tensor] = field(default_factory=dict)
     losses: dict[str, Tensor] = field(default_factory=dict)
+    stage_reconstructions: list[Tensor] | None = None
+    stage_losses: list[Tensor] | None = None
+    index_counts: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def bits(self) -> Tensor:
@@ -97,10 +105,13 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 
 
 class Codec(nn.Module):
-    """Base class: the contract in DESIGN.md "Boundaries".
+    """Base class of every codec: a pure `nn.Module` (no Lightning, no training code).
 
     Subclasses set `codec_id` (registered name), `multiple` (padding granularity) and
-    implement `forward`, `operating_points`, `compress`, `decompress`.
+    implement `forward`, `operating_points`, `compress`, `decompress`; `forward(x, point)`
+    and `decompress(compress(x, point))` must give the same x̂. Optional: `aux_loss` and
+    `aux_parameters` (a learned entropy model's own objective), `update` (build tables
+    from the weights before they are saved).
     """
 
     codec_id: ClassVar[str] = ""
@@ -178,37 +189,35 @@ class Codec(nn.Module):
     def device_of(self) -> torch.device:
         return next(self.parameters()).device
 
+    def aux_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained only by `aux_loss` (e.g. CompressAI EntropyBottleneck
+        `quantiles`), stepped by the stage's `aux` optimizer and left out of the others."""
+        return []
 
-CODECS: dict[str, type[Codec]] = {}
+    def aux_loss(self) -> Tensor | None:
+        """The objective of `aux_parameters` (CompressAI: `EntropyBottleneck.loss()`), or None."""
+        return None
+
+    def update(self) -> None:
+        """Build what coding needs from the current weights (e.g. CDF tables of a learned
+        entropy model) into persistent buffers. Called before every model file is written
+        and after one is loaded, so the tables travel with the weights. Default: nothing."""
 
 
 def register_codec(cls: type[Codec]) -> type[Codec]:
     """Class decorator: make a codec buildable from a recipe by its `codec_id`."""
-    CODECS[cls.codec_id] = cls
-    return cls
+    return CODECS.register(cls.codec_id, cls)
 
 
-def check_kwargs(fn: Any, kwargs: dict[str, Any], where: str) -> None:
-    """Reject keys that `fn` does not accept, naming the full recipe path of the key."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    for key in kwargs:
-        if key not in params:
-            known = ", ".join(sorted(k for k in params if k != "self"))
-            raise RecipeError(f"unknown key '{where}.{key}' (known: {known})")
-
-
-def build_codec(config: dict[str, Any]) -> Codec:
+def build_codec(config: dict[str, Any], where: str = "codec") -> Codec:
     """Build a codec from its recipe section: `{"name": <codec_id>, **constructor kwargs}`."""
-    import gicl.codecs  # noqa: F401  (registers the built-in codecs)
-
     config = dict(config)
     name = config.pop("name", None)
-    if name not in CODECS:
-        raise RecipeError(f"unknown codec '{name}' in codec.name (known: {', '.join(sorted(CODECS))})")
-    cls = CODECS[name]
-    check_kwargs(cls.__init__, config, "codec")
+    cls = CODECS.load(name, f"{where}.name")
+    accepted = signature_keywords(cls)
+    for key in config if accepted is not None else ():
+        if key not in accepted:
+            raise RecipeError(f"unknown key '{where}.{key}' (known: {', '.join(sorted(accepted))})")
     codec = cls(**config)
     codec.config = {"name": name, **config}
     return codec

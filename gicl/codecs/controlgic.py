@@ -338,7 +338,7 @@ class ControlGIC(Codec):
     @torch.no_grad()
     def accumulate_frequencies(self, counts: Tensor) -> None:
         """Add per-index counts of coded tokens (K,) to the table (e.g. summed over steps and
-        all-reduced by a training callback; `extras["index_counts"]` holds a batch's)."""
+        all-reduced by a training callback; `CodecOutput.index_counts` holds a batch's)."""
         self.index_frequencies += counts.to(self.index_frequencies)
 
     def _table_coder(self, kind: str) -> HuffmanCode | StaticRangeCoder:
@@ -464,10 +464,8 @@ class ControlGIC(Codec):
             x_hat=self._decode(self._hybrid(zq, masks), masks, tuple(x.shape[-2:])),
             rate=rate,
             losses={"vq": sum(weighted) / sum(area)},
-            extras={
-                "indices": idx, "masks": m, "quantizers": [self.quantizer],
-                "index_counts": counts, "ratios": ratios,
-            },
+            index_counts=counts,
+            extras={"indices": idx, "masks": m, "quantizers": [self.quantizer], "ratios": ratios},
         )
 
     # ---------------------------------------------------------------- bitstream

@@ -1,4 +1,4 @@
-"""ProGIC (Cao et al. 2026): progressive generative image codec with residual VQ.
+"""ProGIC (Cao et al. 2026, arXiv 2603.02897): progressive generative image codec with residual VQ.
 
     x → pixel_unshuffle(8) → g_a (C₁ ch at H/8) → 2× down → attention → y (C₂ ch, H/16)
       → RVQ, N codebooks × K entries → ŷ_{≤i} → g_s(·, stage i) → pixel_shuffle(8) → x̂ᵢ
@@ -7,7 +7,7 @@ The bitstream is stage-ordered, one section per codebook, each the fixed-length
 ⌈log₂K⌉-bit codes of that stage's indices (the paper codes no entropy: §3.1, §4.4), so any
 prefix of whole sections decodes to that stage's reconstruction (progressive preview).
 
-Choices where the paper is silent (SPEC §3), made to match its parameter counts and FLOPs
+Choices where the paper is silent, made to match its parameter counts and FLOPs
 (Table 1: 33.11 M / 333.38 GFLOPs base, 14.44 M / 108.28 GFLOPs small, 768×512):
 - M counts every DepthConvBlock at C₁: g_a = DepthConvBlock(192→C₁) (DCVC-RT's `enc_1`,
   its 1×1 adaptor included) + (M−1) blocks; g_s = up + M_dec blocks, the first of which is
@@ -172,28 +172,28 @@ class ProGIC(Codec):
         return math.ceil(h / self.multiple) * math.ceil(w / self.multiple)
 
     def forward(self, x: Tensor, point: dict[str, Any] | None = None) -> CodecOutput:
-        """point: {"stages": k} (default N); `"all_stages": True` also returns x̂₁..x̂_k in
-        extras["stage_reconstructions"], decoded in one batch from the same encoder pass."""
+        """point: {"stages": k} (default N); `"all_stages": True` also returns x̂₁..x̂_k as
+        `stage_reconstructions`, decoded in one batch from the same encoder pass."""
         k = self.stages_of(point)
         size = (x.shape[-2], x.shape[-1])
         y = self.encoder(pad_to_multiple(x, self.multiple))
         prefixes, indices, vq_losses = self.quantizer(y, k)
         extras: dict[str, Any] = {"indices": indices, "quantizers": list(self.quantizer.stages[:k])}
+        recons = None
         if (point or {}).get("all_stages"):
             b = x.shape[0]
             stages = torch.arange(1, k + 1, device=x.device).repeat_interleave(b)
             recons = list(self.decode_latent(torch.cat(prefixes), stages, size).split(b))
-            extras["stage_reconstructions"] = recons
             x_hat = recons[-1]
         else:
             x_hat = self.decode_latent(prefixes[-1], k, size)
         bits = float(k * self.index_bits * self.latent_positions(*size))
-        losses = {"vq": torch.stack(vq_losses).sum()}
-        losses.update({f"vq_stage_{i + 1}": loss for i, loss in enumerate(vq_losses)})
         return CodecOutput(
             x_hat=x_hat,
             rate={"indices": torch.full((x.shape[0],), bits, device=x.device)},
-            losses=losses,
+            losses={"vq": torch.stack(vq_losses).sum()},
+            stage_reconstructions=recons,
+            stage_losses=list(vq_losses),
             extras=extras,
         )
 

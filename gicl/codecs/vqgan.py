@@ -1,6 +1,7 @@
 """Single-scale VQGAN / MoVQ codec: encoder → VQ → decoder, indices as fixed-length codes.
 
-This is the shared first stage (SPEC §1): Control-GIC's training protocol, GLC stage I,
+This is the shared first stage (taming-transformers, Esser et al., CVPR 2021, arXiv
+2012.09841): Control-GIC's training protocol, GLC stage I,
 HyperVQ stage A, and a codec of its own ("Fine-tuned VQ"): bpp = ⌈log₂K⌉ / f².
 """
 

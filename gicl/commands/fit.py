@@ -5,13 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
-    """--recipe/--profile/--set, shared by every command that resolves a recipe."""
-    p.add_argument("--recipe", required=True, help="recipe name (recipes/NAME.yaml) or path")
-    p.add_argument("--profile", default="paper", help="paper (default), smoke, demo, ...")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any recipe key, e.g. --set stages.pretrain.max_steps=100")
+from gicl.arguments import add_recipe_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:

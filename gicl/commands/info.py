@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from gicl.commands import parse_size
-from gicl.commands.fit import add_recipe_arguments
+from gicl.arguments import add_recipe_arguments, parse_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,14 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gicl.info import describe, model_file_config
     from gicl.recipes import resolve
 
+    size = parse_size(args.size)
     if args.recipe.endswith(".pt"):  # a model file (exported or imported)
+        from gicl.info import model_file_config
+
         config = model_file_config(args.recipe, args.overrides)
     else:
         config = resolve(args.recipe, args.profile, args.overrides)
-    info = describe(config, parse_size(args.size))
+    from gicl.info import describe  # torch: only once the recipe and the size are valid
+
+    info = describe(config, size)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -5,7 +5,8 @@ spends at least one bit per symbol and rounds every probability to a power of tw
 constriction's `Categorical` model works at 24-bit precision; encoder and decoder must feed
 it the *same* floats, so the table is first turned into integer frequencies that sum to
 2²⁴ by one deterministic integer rule (`integer_frequencies`), and the model is built from
-those with `perfect=False` on both sides (DESIGN.md: bit-exact entropy coding).
+those with `perfect=False` on both sides: the decoder on another machine then rebuilds
+exactly the encoder's model, so coding is bit-exact.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def integer_frequencies(counts: NDArray[np.int64], precision: int = PRECISION) -
 
     `f = ⌊p·(2^P − K)⌋ + 1` with p = count / total, computed in exact integer arithmetic
     (Python ints: counts can exceed what int64 holds once multiplied), and the remainder
-    goes to the first most frequent symbol (SPEC §4, appendix B rule).
+    goes to the first most frequent symbol (the integer-CDF rule of HyperVQ's appendix B).
     """
     c = [max(int(v), 0) for v in np.asarray(counts).reshape(-1)]
     k, total = len(c), sum(c)

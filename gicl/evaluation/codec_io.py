@@ -126,15 +126,10 @@ def choose_point(codec: Codec, point_json: str | None, bpp: float | None, h: int
     nearest to `--bpp`, else the codec's highest-rate default point (the last of
     `operating_points()`)."""
     if point_json is not None:
-        try:
-            point = json.loads(point_json)
-        except ValueError:
-            raise UserError(f"--point {point_json!r} is not valid JSON; e.g. --point "
-                            f"'{json.dumps(codec.operating_points()[-1])}'") from None
-        try:
-            return codec.validate_point(point)
-        except UserError as e:
-            raise UserError(f"--point: {e}") from None
+        from gicl.arguments import parse_points
+
+        return parse_points(point_json, "--point", one=True, example=codec.operating_points()[-1],
+                            validate=codec.validate_point)[0]
     if bpp is not None:
         if not math.isfinite(bpp) or bpp <= 0:
             raise UserError(f"--bpp must be a positive finite number of bits per pixel, got {bpp}")

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gicl.errors import UserError
+from gicl import arguments
 from gicl.evaluation import codec_io
 from gicl.evaluation.metric_names import PER_IMAGE
 from gicl.evaluation.metrics import PairMetrics, PatchDistribution, check_sizes
@@ -45,17 +45,8 @@ def parse_points(text: str, model: codec_io.Model) -> list[dict[str, Any]]:
     """`all` → the codec's default sweep; else a JSON object or a JSON list of objects."""
     if text == "all":
         return model.codec.operating_points()
-    try:
-        points = json.loads(text)
-    except ValueError:
-        raise UserError(f"--points {text!r} is neither 'all' nor JSON") from None
-    points = [points] if isinstance(points, dict) else points
-    if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
-        raise UserError(f"--points must be 'all', a JSON object or a list of them, got {text!r}")
-    try:
-        return [model.codec.validate_point(p) for p in points]
-    except UserError as e:
-        raise UserError(f"--points: {e}") from None
+    return arguments.parse_points(text, "--points", example=model.codec.operating_points()[-1],
+                                  validate=model.codec.validate_point)
 
 
 def center_crop(x: Tensor, size: int | None) -> Tensor:

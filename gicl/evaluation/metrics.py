@@ -1,4 +1,4 @@
-"""Image-quality metrics of the papers' protocol (SPEC §6), all computed by their libraries.
+"""Image-quality metrics of the papers' evaluation protocol, all computed by their libraries.
 
 - psnr: RGB, 8-bit, one MSE over all pixels and channels of the saved uint8 images.
 - ms-ssim: torchmetrics `multiscale_structural_similarity_index_measure` (data range 1,
@@ -107,10 +107,11 @@ def check_sizes(metrics: list[str], sizes: list[tuple[int, int]]) -> None:
                         "of --metrics")
 
 
-def psnr(ref: Tensor, rec: Tensor) -> float:
-    """PSNR in dB of two (H, W, 3) uint8 images (inf when identical)."""
+def psnr(ref: Tensor, rec: Tensor, peak: float = 255.0) -> float:
+    """PSNR in dB of one image pair, one MSE over every pixel and channel (inf when
+    identical): uint8 images with peak 255 here, [0, 1] tensors with peak 1 in training."""
     mse = (ref.double() - rec.double()).pow(2).mean()
-    return float(10 * torch.log10(255.0**2 / mse))
+    return float(10 * torch.log10(peak**2 / mse))
 
 
 def _dists_model() -> nn.Module:

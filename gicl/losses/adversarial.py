@@ -1,4 +1,5 @@
-"""PatchGAN hinge losses and taming's adaptive generator weight (SPEC §1)."""
+"""PatchGAN hinge losses and taming's adaptive generator weight (Esser et al., CVPR 2021,
+arXiv 2012.09841, eq. 7: λ = ‖∇_L L_rec‖ / (‖∇_L L_GAN‖ + δ) at the decoder's last layer L)."""
 
 from __future__ import annotations
 

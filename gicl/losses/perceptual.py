@@ -1,4 +1,5 @@
-"""LPIPS perceptual loss behind the pretrained-weights policy of DESIGN.md.
+"""LPIPS perceptual loss (Zhang et al., CVPR 2018, arXiv 1801.03924) behind a pretrained-weights
+policy.
 
 `lpips` loads its backbone from torchvision's hub cache ($TORCH_HOME/hub/checkpoints) and
 downloads it when missing — impossible on offline machines. The policy decides before

@@ -7,8 +7,6 @@ counts match the papers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -301,12 +299,6 @@ class Decoder(nn.Module):
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h, zq)))
-
-
-def count_parameters(module: nn.Module, predicate: Callable[[str], bool] | None = None) -> int:
-    return sum(
-        p.numel() for n, p in module.named_parameters() if predicate is None or predicate(n)
-    )
 
 
 def init_weights_normal(module: nn.Module, std: float = 0.02) -> None:

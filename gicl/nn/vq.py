@@ -90,24 +90,6 @@ class VectorQuantizer(nn.Module):
             self.usage.zero_()
         return counts
 
-    @torch.no_grad()
-    def restart_dead_codes(self, z: Tensor, dead: Tensor) -> int:
-        """Re-seed codewords with zero usage from random latents of the current batch.
-
-        Every rank draws from the same generator state after a broadcast, so codebooks stay
-        identical under DDP.
-        """
-        n = int(dead.sum())
-        if n == 0:
-            return 0
-        flat = rearrange(z.detach(), "b d h w -> (b h w) d")
-        pick = torch.randint(0, flat.shape[0], (n,), device=flat.device)
-        new = flat[pick].to(self.embedding.weight.dtype)
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(new, src=0)
-        self.embedding.weight.data[dead] = new
-        return n
-
 
 def perplexity(counts: Tensor) -> float:
     """exp(entropy) of the usage distribution: how many codes are effectively used."""

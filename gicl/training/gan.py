@@ -1,40 +1,31 @@
-"""The shared GAN training base: manual optimization of generator (the codec) and
-PatchGAN discriminator, hinge loss, taming's adaptive weight, `disc_start`, clipping.
+"""The shared GAN training base: generator (the codec) and PatchGAN discriminator trained
+with manual optimization, hinge loss, taming's adaptive weight, `disc_start`, clipping.
 
-Iterations, not Lightning's `global_step`, drive everything here: with manual optimization
-Lightning advances `global_step` once per `optimizer.step()`, so a generator and a
-discriminator step would count an iteration twice (and once before `disc_start`).
-`self.iteration` counts batches, is saved in checkpoints, and decides `disc_start`, the LR
-schedule and the end of the stage (`max_steps` iterations exactly).
+    L_G = Σ w·rec + λ_adv · w_adaptive · (−D(x̂)) + λ_cb · L_vq,   w_adaptive = ‖∇L_rec‖/‖∇L_G‖
+    L_D = ½ (relu(1 − D(x)) + relu(1 + D(x̂)))
 
-Subclasses override `generator_objective` (ProGIC's λᵢ-weighted sum, rate terms, ...);
-modules hold losses and optimization, the codec holds the model.
+(taming-transformers, Esser et al., CVPR 2021, arXiv 2012.09841: eq. 6–7 with the hinge loss of
+its code; GLC eq. 3).
+Iterations drive `disc_start`, the LR schedule and the end of the stage (see
+gicl.training.base). Subclasses override `generator_objective` (ProGIC's λᵢ-weighted
+sum, ...); modules hold losses and optimization, the codec holds the model.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from gicl.codecs.base import Codec, CodecOutput
+from gicl.evaluation.metrics import psnr
 from gicl.losses.adversarial import adaptive_weight, generator_loss, hinge_d_loss
 from gicl.losses.perceptual import PerceptualLoss
 from gicl.nn.discriminator import NLayerDiscriminator
-from gicl.training.optim import build_optimizer, lr_factor, set_lr
-
-GAN_LOSS_DEFAULTS: dict[str, Any] = {
-    "l1": 1.0,  # ‖x − x̂‖₁ weight (GLC eq. 3, ProGIC eq. 6)
-    "mse": 0.0,  # MSE weight (Control-GIC eq. 6)
-    "perceptual": 1.0,  # LPIPS-VGG weight
-    "adv": 0.8,  # discriminator weight on the generator loss (GLC: 0.8)
-    "adaptive": True,  # taming's adaptive weight times `adv`; False → fixed `adv`
-    "disc_start": 0,  # iteration from which GAN terms are on
-    "codebook": 1.0,  # weight of the codec's vq loss
-}
+from gicl.training.base import CodecTraining
+from gicl.training.context import StageContext
 
 
 def _detached(x_hat: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
@@ -42,44 +33,27 @@ def _detached(x_hat: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
     return [t.detach() for t in x_hat] if isinstance(x_hat, list) else x_hat.detach()
 
 
-def psnr(x: Tensor, x_hat: Tensor) -> Tensor:
-    """PSNR in dB per image, of x̂ clamped to [0, 1] (what a decoder would show)."""
-    mse = ((x - x_hat.clamp(0, 1)) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+class GANTraining(CodecTraining):
+    """VQGAN pretraining and the base of every adversarial stage (options: GANOptions)."""
 
-
-class GANTraining(L.LightningModule):
-    """VQGAN pretraining (SPEC §1) and the base of every adversarial stage."""
-
-    LOSS_DEFAULTS = GAN_LOSS_DEFAULTS
-
-    def __init__(self, codec: Codec, stage: dict[str, Any], perceptual: PerceptualLoss | None) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-        self.codec = codec
-        self.stage = stage
+    def __init__(self, codec: Codec, stage: dict[str, Any], perceptual: PerceptualLoss | None = None,
+                 context: StageContext | None = None) -> None:
+        super().__init__(codec, stage, perceptual, context)
         self.weights = stage["loss"]
-        self.perceptual = perceptual
         self.discriminator = (
             NLayerDiscriminator(**stage["discriminator"]) if self.weights["adv"] > 0 else None
         )
-        self.iteration = 0
-        self.last_extras: dict[str, Any] = {}
-        self.rd_rows: list[dict[str, float]] = []
-        self.rd_images: dict[Any, Tensor] = {}
 
-    # -- optimization ------------------------------------------------------------------
-    def trainable_codec_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.codec.parameters() if p.requires_grad]
-
-    def configure_optimizers(self):
-        self.lr_at = lr_factor(self.stage["scheduler"], self.stage["max_steps"])
-        optimizers = [build_optimizer(self.trainable_codec_parameters(), self.stage["optimizer"],
-                                      "optimizer")]
+    def parameter_sets(self) -> dict[str, list[nn.Parameter]]:
+        """codec, disc (with a discriminator), aux (codecs with an aux loss): the order of
+        checkpoints written before optimizers had names is kept (codec, disc)."""
+        sets = super().parameter_sets()
+        aux = sets.pop("aux", None)
         if self.discriminator is not None:
-            optimizers.append(build_optimizer(self.discriminator.parameters(),
-                                              self.stage["disc_optimizer"], "disc_optimizer"))
-        return optimizers
+            sets["disc"] = list(self.discriminator.parameters())
+        if aux:
+            sets["aux"] = aux
+        return sets
 
     def gan_active(self) -> bool:
         return self.discriminator is not None and self.iteration >= self.weights["disc_start"]
@@ -115,7 +89,7 @@ class GANTraining(L.LightningModule):
     def generator_objective(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """Total generator loss, its logged parts, and the reconstruction the D step sees."""
         out: CodecOutput = self.codec(x, self.train_point())
-        self.last_extras = out.extras  # for callbacks (index statistics)
+        self.last_output = out  # for callbacks (index statistics)
         rec, logs = self.distortion(x, out.x_hat)
         adv, adv_logs = self.adversarial_term(rec, out.x_hat)
         vq = out.losses.get("vq", rec.new_zeros(()))
@@ -138,11 +112,8 @@ class GANTraining(L.LightningModule):
     # -- the iteration -----------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         x = batch["image"]
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        for opt in optimizers:
-            set_lr(opt.optimizer, self.lr_at(self.iteration))
-        opt_g = optimizers[0]
+        optimizers = self.named_optimizers()
+        opt_g = optimizers["codec"]
 
         # micro-batches: one iteration is still one (global) batch and one optimizer step
         chunks = x.chunk(min(self.stage["micro_batches"], x.shape[0]))
@@ -156,48 +127,30 @@ class GANTraining(L.LightningModule):
             for k, v in part_logs.items():
                 logs[k] = logs.get(k, 0) + v.detach() / len(chunks)
             fakes.append(_detached(x_hat))
-        self._clip(opt_g)
+        self.clip(opt_g)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
         d_loss = x.new_zeros(())
         if self.gan_active():
-            opt_d = optimizers[1]
+            opt_d = optimizers["disc"]
             self.toggle_optimizer(opt_d)
             opt_d.zero_grad(set_to_none=True)
             for chunk, fake in zip(chunks, fakes, strict=True):
                 part = self.discriminator_loss(chunk, fake)
                 self.manual_backward(part / len(chunks))
                 d_loss = d_loss + part.detach() / len(chunks)
-            self._clip(opt_d)
+            self.clip(opt_d)
             opt_d.step()
             self.untoggle_optimizer(opt_d)
-        self.iteration += 1
+        aux = self.aux_step(optimizers)
+        if aux is not None:
+            logs["aux_loss"] = aux
 
         logs.update(loss=total, d_loss=d_loss)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, prog_bar=False)
         self.log("train/loss_step", total.detach(), prog_bar=True, logger=False)
-        self.log("iteration", float(self.iteration), prog_bar=True, logger=False)
-        if "skipped" in batch:
-            self.log("data/skipped", batch["skipped"].float().sum(), reduce_fx="sum")
-        if self.iteration >= self.stage["max_steps"]:
-            self.trainer.should_stop = True
-
-    def _clip(self, opt: Any) -> None:
-        if self.stage["clip_grad_norm"]:
-            self.clip_gradients(opt, gradient_clip_val=self.stage["clip_grad_norm"],
-                                gradient_clip_algorithm="norm")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        if self.iteration >= self.stage["max_steps"]:  # resumed after the last iteration
-            self.trainer.should_stop = True
-            return -1
-        return None
-
-    def on_train_epoch_start(self) -> None:
-        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.current_epoch)
+        self.end_iteration(batch)
 
     # -- validation: one RD point per operating point ----------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -207,8 +160,9 @@ class GANTraining(L.LightningModule):
         pixels = x.shape[-1] * x.shape[-2]
         for i, point in enumerate(self.codec.operating_points()):
             out = self.codec(x, point)
+            per_image = [psnr(a, b.clamp(0, 1), peak=1.0) for a, b in zip(x, out.x_hat, strict=True)]
             row = {"point": i, "bpp": float(out.bits().mean()) / pixels,
-                   "psnr": float(psnr(x, out.x_hat).mean())}
+                   "psnr": sum(per_image) / len(per_image)}
             if self.perceptual is not None:
                 row["lpips"] = float(self.perceptual(x, out.x_hat.clamp(0, 1)))
             self.rd_rows.append(row)
@@ -231,13 +185,3 @@ class GANTraining(L.LightningModule):
                     self.log(f"rd/{key}/point{p}", sum(r[key] for r in sel) / len(sel), sync_dist=True)
         last = [r for r in self.rd_rows if r["point"] == points[-1]]
         self.log("val/psnr", sum(r["psnr"] for r in last) / len(last), sync_dist=True, prog_bar=True)
-
-    # -- checkpoint contents -----------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["gicl"] = {
-            "iteration": self.iteration, "codec": self.codec.config,
-            "stage": self.stage.get("_name", ""), "recipe": self.stage.get("_recipe", ""),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.iteration = int(checkpoint.get("gicl", {}).get("iteration", 0))

@@ -1,48 +1,53 @@
-"""Optimizers and per-iteration learning-rate schedules from a stage's config."""
+"""Optimizers and per-iteration learning-rate schedules from a stage's config.
+
+Both are looked up by name in gicl.registry (OPTIMIZERS, SCHEDULERS), so a plugin adds one
+with a single `register` call. A scheduler is a function (iteration, config, max_steps) →
+factor of the base learning rate, after the linear warm-up that every schedule shares.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from gicl.errors import RecipeError
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+from gicl.registry import OPTIMIZERS, SCHEDULERS
 
 
 def build_optimizer(params: Iterable[nn.Parameter], cfg: dict[str, Any], where: str) -> torch.optim.Optimizer:
     cfg = dict(cfg)
-    name = cfg.pop("name")
-    if name not in OPTIMIZERS:
-        raise RecipeError(f"{where}.name must be one of {sorted(OPTIMIZERS)}, got '{name}'")
+    cls = OPTIMIZERS.load(cfg.pop("name"), f"{where}.name")
     cfg["betas"] = tuple(cfg["betas"])
-    return OPTIMIZERS[name](list(params), **cfg)
+    return cls(list(params), **cfg)
 
 
-def lr_factor(cfg: dict[str, Any], max_steps: int):
-    """Multiplier of the base LR at iteration t: linear warm-up, then constant/multistep/cosine.
+def constant(t: int, cfg: dict[str, Any], max_steps: int) -> float:
+    return 1.0
 
-    ProGIC's "1e-4 → 1e-5 after 1.5 M iterations" is `multistep` with milestones [1500000]
-    and gamma 0.1.
-    """
-    name, warmup = cfg["name"], int(cfg["warmup_steps"])
-    milestones, gamma = sorted(int(m) for m in cfg["milestones"]), float(cfg["gamma"])
-    if name not in ("constant", "multistep", "cosine"):
-        raise RecipeError(f"scheduler.name must be constant, multistep or cosine, got '{name}'")
+
+def multistep(t: int, cfg: dict[str, Any], max_steps: int) -> float:
+    """× gamma at each milestone passed. ProGIC's "1e-4 → 1e-5 after 1.5 M iterations" is
+    milestones [1500000], gamma 0.1."""
+    return float(cfg["gamma"]) ** sum(t >= int(m) for m in cfg["milestones"])
+
+
+def cosine(t: int, cfg: dict[str, Any], max_steps: int) -> float:
+    """Half a cosine from 1 after the warm-up to 0 at max_steps."""
+    warmup = int(cfg["warmup_steps"])
+    span = max(1, max_steps - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warmup) / span)))
+
+
+def lr_factor(cfg: dict[str, Any], max_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base LR at iteration t: linear warm-up, then the named schedule."""
+    schedule = SCHEDULERS.load(cfg["name"], "scheduler.name")
+    warmup = int(cfg["warmup_steps"])
 
     def factor(t: int) -> float:
-        if t < warmup:
-            return (t + 1) / warmup
-        if name == "multistep":
-            return gamma ** sum(t >= m for m in milestones)
-        if name == "cosine":
-            span = max(1, max_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - warmup) / span)))
-        return 1.0
+        return (t + 1) / warmup if t < warmup else schedule(t, cfg, max_steps)
 
     return factor
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from gicl.losses.adversarial import hinge_d_loss
-from gicl.training.gan import GAN_LOSS_DEFAULTS, GANTraining
+from gicl.training.gan import GANTraining
 
 
 def stage_weights(num_stages: int, p: float) -> list[float]:
@@ -32,7 +32,7 @@ def stage_weights(num_stages: int, p: float) -> list[float]:
 
 
 class ProgressiveTraining(GANTraining):
-    LOSS_DEFAULTS: dict[str, Any] = {**GAN_LOSS_DEFAULTS, "p": 0.5}
+    """ProGIC (Cao et al. 2026, arXiv 2603.02897) eq. 6–7; options: ProgressiveOptions."""
 
     def stage_term(self, x: Tensor, x_hat: Tensor, codebook_loss: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The bracket of eq. 6 for one stage."""
@@ -44,18 +44,19 @@ class ProgressiveTraining(GANTraining):
     def generator_objective(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Any]:
         n = self.codec.num_stages
         out = self.codec(x, {"stages": n, "all_stages": True})
+        self.last_output = out
         lambdas = stage_weights(n, self.weights["p"])
         total = x.new_zeros(())
         logs: dict[str, Tensor] = {}
-        for i, (lam, x_hat) in enumerate(zip(lambdas, out.extras["stage_reconstructions"], strict=True), 1):
+        for i, (lam, x_hat) in enumerate(zip(lambdas, out.stage_reconstructions, strict=True), 1):
             if lam == 0:
                 continue
-            codebooks = torch.stack([out.losses[f"vq_stage_{j}"] for j in range(1, i + 1)]).sum()
+            codebooks = torch.stack(out.stage_losses[:i]).sum()
             term, parts = self.stage_term(x, x_hat, codebooks)
             total = total + lam * term
             logs.update({f"stage{i}/{k}": v for k, v in parts.items()})
         logs["bpp"] = (out.bits() / x[0, 0].numel()).mean()
-        return total, logs, out.extras["stage_reconstructions"]
+        return total, logs, out.stage_reconstructions
 
     def discriminator_loss(self, x: Tensor, x_hat: list[Tensor]) -> Tensor:
         lambdas = stage_weights(len(x_hat), self.weights["p"])

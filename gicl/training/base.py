@@ -1,0 +1,140 @@
+"""The contract every training module keeps with the runner and the callbacks.
+
+`CodecTraining` owns what is the same for every stage kind: the iteration counter (not
+Lightning's `global_step`: with manual optimization Lightning advances it once per
+`optimizer.step()`, so two optimizers would count an iteration twice), stopping after
+exactly `max_steps` iterations, the named optimizer set and its per-iteration learning
+rate, the auxiliary optimizer of codecs with an `aux_loss`, and what a checkpoint carries
+for `gicl export` and resuming. Subclasses write `training_step` (and may add optimizers
+by overriding `parameter_sets`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from gicl.codecs.base import Codec, CodecOutput
+from gicl.errors import RecipeError
+from gicl.losses.perceptual import PerceptualLoss
+from gicl.training.context import StageContext
+from gicl.training.optim import build_optimizer, lr_factor, set_lr
+
+
+class CodecTraining(L.LightningModule):
+    def __init__(self, codec: Codec, stage: dict[str, Any], perceptual: PerceptualLoss | None = None,
+                 context: StageContext | None = None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.codec = codec
+        self.stage = stage
+        self.perceptual = perceptual
+        self.context = context or StageContext(max_steps=stage["max_steps"])
+        self.iteration = 0
+        self.last_output: CodecOutput | None = None
+        self.rd_rows: list[dict[str, float]] = []
+        self.rd_images: dict[Any, Tensor] = {}
+        self.optimizer_names: list[str] = []
+
+    # -- optimizers: a named set -----------------------------------------------------------
+    def parameter_sets(self) -> dict[str, list[nn.Parameter]]:
+        """Optimizer name → the parameters it steps, in a fixed order (the order of
+        `optimizer_states` in checkpoints). `codec`: trainable codec parameters except the
+        auxiliary ones; `aux`: the codec's `aux_parameters`, when it has an aux loss."""
+        aux = [p for p in self.codec.aux_parameters() if p.requires_grad]
+        aux_ids = {id(p) for p in aux}
+        sets = {"codec": [p for p in self.codec.parameters() if p.requires_grad and id(p) not in aux_ids]}
+        if aux:
+            sets["aux"] = aux
+        return sets
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        self.lr_at = lr_factor(self.stage["scheduler"], self.stage["max_steps"])
+        entries = self.stage.get("optimizers") or {}
+        optimizers = []
+        self.optimizer_names = []
+        for name, params in self.parameter_sets().items():
+            if not params:
+                continue
+            if name not in entries:
+                raise RecipeError(f"stages.{self.context.stage}.optimizers has no '{name}' entry, "
+                                  f"which module '{self.stage['module']}' needs")
+            optimizers.append(build_optimizer(params, entries[name], f"optimizers.{name}"))
+            self.optimizer_names.append(name)
+        return optimizers
+
+    def named_optimizers(self) -> dict[str, Any]:
+        """The Lightning optimizers by name, their LR set for this iteration."""
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        for opt in opts:
+            set_lr(opt.optimizer, self.lr_at(self.iteration))
+        return dict(zip(self.optimizer_names, opts, strict=True))
+
+    def aux_step(self, optimizers: dict[str, Any]) -> Tensor | None:
+        """One step of the `aux` optimizer on `codec.aux_loss()` (CompressAI trains the
+        EntropyBottleneck quantiles this way, apart from the rate–distortion loss)."""
+        opt = optimizers.get("aux")
+        if opt is None:
+            return None
+        self.toggle_optimizer(opt)
+        opt.zero_grad(set_to_none=True)
+        loss = self.codec.aux_loss()
+        self.manual_backward(loss)
+        opt.step()
+        self.untoggle_optimizer(opt)
+        return loss.detach()
+
+    def clip(self, opt: Any) -> None:
+        if self.stage["clip_grad_norm"]:
+            self.clip_gradients(opt, gradient_clip_val=self.stage["clip_grad_norm"],
+                                gradient_clip_algorithm="norm")
+
+    # -- iterations ------------------------------------------------------------------------
+    def end_iteration(self, batch: dict[str, Tensor]) -> None:
+        """Count the iteration; stop after exactly `max_steps`."""
+        self.iteration += 1
+        self.log("iteration", float(self.iteration), prog_bar=True, logger=False)
+        if "skipped" in batch:
+            self.log("data/skipped", batch["skipped"].float().sum(), reduce_fx="sum")
+        if self.iteration >= self.stage["max_steps"]:
+            self.trainer.should_stop = True
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        if self.iteration >= self.stage["max_steps"]:  # resumed after the last iteration
+            self.trainer.should_stop = True
+            return -1
+        return None
+
+    def on_train_epoch_start(self) -> None:
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+    # -- checkpoint contents ---------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """`gicl export` and `init:` read the codec config from here (gicl.model_file)."""
+        checkpoint["gicl"] = {
+            "iteration": self.iteration, "codec": self.codec.config,
+            "stage": self.context.stage, "recipe": self.context.recipe,
+            "optimizers": list(self.optimizer_names), "plugins": list(self.context.plugins),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get("gicl", {})
+        self.iteration = int(info.get("iteration", 0))
+        # checkpoints written before optimizers had names hold [codec, disc] in this order
+        self._resumed_optimizers = info.get("optimizers") or [
+            "codec", "disc"][: len(checkpoint.get("optimizer_states", []))]
+
+    def on_train_start(self) -> None:
+        """Lightning pairs stored optimizer states with optimizers by position: make sure
+        they are the same set (resuming with an aux optimizer added would misplace state)."""
+        stored = getattr(self, "_resumed_optimizers", None)
+        if stored is not None and stored != self.optimizer_names:
+            raise RecipeError(f"the checkpoint holds optimizers {stored} but this stage builds "
+                              f"{self.optimizer_names}: resume with the recipe it was started "
+                              "with, or start a new --run-dir")
