@@ -26,6 +26,7 @@ from gicl.callbacks.codebook import CodebookUsage
 from gicl.callbacks.frequency_table import FrequencyTable
 from gicl.callbacks.preemption import Preemption
 from gicl.callbacks.progress import IterationProgressBar
+from gicl.callbacks.rng_state import IterationSeed
 from gicl.callbacks.rd_curves import RDCurves
 from gicl.callbacks.throughput import Throughput
 from gicl.codecs.base import Codec, build_codec
@@ -61,9 +62,7 @@ class RecipeData(L.LightningDataModule):
                               "processes: change the batch size or the device count")
         loader = build_train_loader(self.cfg, batch_size=self.global_batch // world, rank=rank,
                                     world_size=world, seed=self.seed)
-        done = self.trainer.lightning_module.iteration % len(loader)
-        if done:  # resume mid-epoch: continue the same epoch order where it stopped
-            loader.dataset.skip_batches(done)
+        loader.resume_at(self.trainer.lightning_module.iteration)  # 0, or where it stopped
         return loader
 
     def val_dataloader(self):
@@ -133,8 +132,12 @@ def freeze(codec: Codec, groups: list[str], where: str) -> None:
             p.requires_grad_(False)
 
 
-def resume_checkpoint(stage_dir: Path) -> Path | None:
+def resume_checkpoint(stage_dir: Path, restart: bool = False) -> Path | None:
+    """`last.ckpt` to resume from; with `restart` it is set aside (as last.ckpt.bak) instead."""
     last = stage_dir / "checkpoints" / "last.ckpt"
+    if restart and last.is_file():
+        last.replace(last.with_name("last.ckpt.bak"))
+        log.info("--restart: %s moved to last.ckpt.bak; the stage starts over", last)
     return last if last.is_file() else None
 
 
@@ -142,7 +145,8 @@ def _comparable(config: dict[str, Any], stage: str) -> dict[str, Any]:
     return {"codec": config["codec"], "stage": config["stages"][stage]}
 
 
-def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path | None) -> bool:
+def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path | None,
+              restart: bool = False) -> bool:
     """Train one stage to its iteration budget; returns False when interrupted."""
     stage = dict(config["stages"][name], _name=name, _recipe=config["name"])
     tcfg = config["trainer"]
@@ -169,6 +173,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     ckpt_dir = stage_dir / "checkpoints"
     batch = stage["batch_size"] or config["data"]["batch_size"]
     callbacks = [  # order matters: the table is flushed before a checkpoint is written
+        IterationSeed(tcfg["seed"] + index),
         FrequencyTable(tcfg["ckpt_every_n_steps"], stage["frequency_table_from"]),
         IterationCheckpoint(ckpt_dir, tcfg["ckpt_every_n_steps"]),
         Preemption(ckpt_dir / "last.ckpt"),
@@ -180,7 +185,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     ]
     trainer = build_trainer(tcfg, stage, stage_dir, callbacks)
     data = RecipeData(config["data"], batch, tcfg["seed"] + index)
-    last = resume_checkpoint(stage_dir)
+    last = resume_checkpoint(stage_dir, restart)
     if last is not None:
         log.info("stage %s: resuming from %s", name, last)
     if tcfg["compile"]:
@@ -196,8 +201,9 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     return True
 
 
-def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | None = None) -> Path:
-    """Run (or resume) every stage in order; returns the run dir."""
+def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | None = None,
+        restart: bool = False) -> Path:
+    """Run (or resume; with `restart`, start unfinished stages over) every stage in order."""
     run_dir = Path(run_dir or default_run_dir(config))
     names = list(config["stages"])
     if only_stage is not None and only_stage not in names:
@@ -212,7 +218,7 @@ def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | N
                                 f"{previous} do not exist yet: run without --stage first")
             log.info("stage %s: training %d iterations in %s", name,
                      config["stages"][name]["max_steps"], stage_dir)
-            if not run_stage(config, name, stage_dir, previous):
+            if not run_stage(config, name, stage_dir, previous, restart):
                 raise KeyboardInterrupt
         elif (stage_dir / "done").is_file():
             log.info("stage %s: done, skipped (%s)", name, stage_dir / "done")
