@@ -53,15 +53,18 @@ def read_training_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str,
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"it is not plain checkpoint data ({reason[:200]})") from None
+        raise UserError(f"it is not plain checkpoint data ({_first_line(e)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"it is damaged or not a checkpoint ({type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else 'no detail'})") from None
+        raise UserError(f"it is damaged or not a checkpoint ({_first_line(e)})") from None
     if not isinstance(checkpoint, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in checkpoint]):
         what = f"no {', '.join(missing)}" if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise UserError(f"it is not a `gicl fit` training checkpoint ({what})")
     return checkpoint
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _older_checkpoint(path: Path) -> Path | None:

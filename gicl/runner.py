@@ -26,8 +26,8 @@ from gicl.callbacks.codebook import CodebookUsage
 from gicl.callbacks.frequency_table import FrequencyTable
 from gicl.callbacks.preemption import Preemption
 from gicl.callbacks.progress import IterationProgressBar
-from gicl.callbacks.rng_state import IterationSeed
 from gicl.callbacks.rd_curves import RDCurves
+from gicl.callbacks.rng_state import IterationSeed
 from gicl.callbacks.throughput import Throughput
 from gicl.codecs.base import Codec, build_codec
 from gicl.errors import RecipeError, UserError
