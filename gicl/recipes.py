@@ -193,6 +193,9 @@ def validate(config: dict[str, Any]) -> None:
         raise RecipeError(f"unknown codec '{codec_name}' in codec.name (known: {', '.join(sorted(CODECS))})")
     kwargs = {k: v for k, v in config["codec"].items() if k != "name"}
     check_kwargs(CODECS[codec_name].__init__, kwargs, "codec")
+    if config["trainer"]["deterministic"] not in (True, False, "warn"):  # README "Exact resume"
+        raise RecipeError(f"trainer.deterministic must be true, false or warn, got "
+                          f"{config['trainer']['deterministic']!r}")
     names = list(config["stages"])
     for i, (name, stage) in enumerate(config["stages"].items()):
         if stage["module"] not in MODULES:
