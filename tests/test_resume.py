@@ -102,3 +102,23 @@ def test_unreadable_last_ckpt_is_one_line_and_restart_starts_over(tmp_path):
     torch.save({"format": "gicl-model", "state_dict": {}}, last)  # a model file, not a checkpoint
     with pytest.raises(UserError, match=r"not a `gicl fit` training checkpoint \(no optimizer_states"):
         AtomicCheckpointIO().load_checkpoint(last)
+
+
+def test_global_rngs_at_an_iteration_do_not_depend_on_what_ran_before():
+    """Validation or loader start-up between a checkpoint and the next batch draws from the
+    global RNGs in an uninterrupted run and not in a resumed one; the reseed makes that moot."""
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gicl.callbacks.rng_state import IterationSeed
+
+    def draws(seed: int, iteration: int) -> tuple:
+        IterationSeed(seed).on_train_batch_start(None, SimpleNamespace(iteration=iteration), None, 0)
+        return torch.rand(4).tolist(), np.random.rand(2).tolist(), random.random()
+
+    first = draws(3, 5)
+    torch.rand(100), np.random.rand(7), random.random()  # what a validation run might draw
+    assert draws(3, 5) == first
+    assert draws(3, 6) != first and draws(4, 5) != first
