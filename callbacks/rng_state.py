@@ -14,14 +14,13 @@ seeds come from gicl.data's loader, keyed by (seed, rank, epoch).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-
-from gicl.data.stream import stable_seed
 
 
 class IterationSeed(L.Callback):
@@ -30,7 +29,8 @@ class IterationSeed(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any,
                              batch_idx: int) -> None:
-        seed = stable_seed(self.seed, pl_module.iteration, "train-step")
+        key = f"gicl-train-step/{self.seed}/{pl_module.iteration}".encode()
+        seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
         torch.manual_seed(seed % 2**63)  # also seeds every CUDA device
         np.random.seed(seed % 2**32)
         random.seed(seed)

@@ -174,10 +174,10 @@ class TrainStream(IterableDataset):
 
     def _resampled(self, worker: int) -> Iterator[dict]:
         order = list(range(len(self.urls)))
-        random.Random(stable_seed(self.seed, self.epoch, "deal")).shuffle(order)
+        random.Random(_seed(self.seed, self.epoch, "deal")).shuffle(order)
         if len(order) >= self.world_size:
             order = order[self.rank::self.world_size]
-        rng = random.Random(stable_seed(self.seed, self.rank, self.epoch, worker, "shards"))
+        rng = random.Random(_seed(self.seed, self.rank, self.epoch, worker, "shards"))
         empty = 0
         while empty < MAX_EMPTY_SHARDS:
             empty += 1
@@ -189,7 +189,7 @@ class TrainStream(IterableDataset):
 
     def _one_pass(self, worker: int, workers: int) -> Iterator[dict]:
         order = list(range(len(self.urls)))
-        random.Random(stable_seed(self.seed, self.epoch, "pass")).shuffle(order)
+        random.Random(_seed(self.seed, self.epoch, "pass")).shuffle(order)
         b = self.batch_size
         start = (self.rank * self.n_batches + sum(
             len(range(v, self.n_batches, workers)) for v in range(worker))) * b
@@ -222,7 +222,7 @@ class TrainStream(IterableDataset):
         bufsize = self.cfg["shuffle_buffer"]
         if bufsize <= 1:
             return samples
-        rng = random.Random(stable_seed(self.seed, self.rank, self.epoch, worker, "shuffle"))
+        rng = random.Random(_seed(self.seed, self.rank, self.epoch, worker, "shuffle"))
         return shuffle(bufsize=bufsize, initial=min(100, bufsize), rng=rng)(iter(samples))
 
     # -- batches ----------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class TrainStream(IterableDataset):
     def _crop(self, sample: dict, worker: int, batch: int, slot: int) -> torch.Tensor | None:
         """The uint8 training crop of a raw sample, or None (logged once) if it is unusable."""
         cfg = self.cfg
-        rng = np.random.default_rng(stable_seed(self.seed, self.rank, self.epoch, worker, batch, slot))
+        rng = np.random.default_rng(_seed(self.seed, self.rank, self.epoch, worker, batch, slot))
         try:
             image = decode_rgb(image_bytes(sample), cfg["max_image_pixels"])
             return train_crop(image, crop=cfg["crop"], transform=cfg["transform"],
@@ -335,7 +335,7 @@ class StreamLoader(DataLoader):
         d = self.dataset
         # The workers' base seed is drawn from this generator, not from the global RNG.
         self.generator = torch.Generator().manual_seed(
-            stable_seed(d.seed, d.rank, d.epoch, "loader") % 2**63)
+            _seed(d.seed, d.rank, d.epoch, "loader") % 2**63)
         iterator = super().__iter__()  # workers now hold a copy with the pending skip
         d.skip_batches(0)  # so the skip applies to this iteration only
         return iterator
@@ -359,7 +359,7 @@ def _order_key(d: TrainStream) -> dict[str, Any]:
             "batch_size": d.batch_size, "batches_per_epoch": d.n_batches, "shards": len(d.urls)}
 
 
-def stable_seed(*parts: object) -> int:
+def _seed(*parts: object) -> int:
     """A 64-bit seed from a tuple, stable across processes (unlike hash() of str)."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
 
