@@ -355,7 +355,7 @@ class StreamLoader(DataLoader):
 
 
 def _order_key(d: TrainStream) -> dict[str, Any]:
-    return {"seed": d.seed, "rank": d.rank, "world_size": d.world_size,
+    return {"seed": d.seed, "world_size": d.world_size,  # not the rank: rank 0 saves it
             "batch_size": d.batch_size, "batches_per_epoch": d.n_batches, "shards": len(d.urls)}
 
 
