@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from gicl.atomic import atomic_torch_save
 from gicl.errors import UserError
+from gicl.loading import refused_global
 
 # What every checkpoint written by `gicl fit` holds (Lightning's keys and the module's).
 CHECKPOINT_KEYS = ("state_dict", "optimizer_states", "loops", "gicl")
@@ -52,19 +53,16 @@ def read_training_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str,
     """
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UserError(f"it is not plain checkpoint data ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise UserError(f"it is damaged or not a checkpoint ({_first_line(e)})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            OSError) as e:
+        if (name := refused_global(e)) is not None:
+            raise UserError(f"it is not plain checkpoint data: it names `{name}`, which "
+                            "loading it would call (it could run code); refused, not run") from None
+        raise UserError(f"it is damaged or not a checkpoint ({type(e).__name__})") from None
     if not isinstance(checkpoint, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in checkpoint]):
         what = f"no {', '.join(missing)}" if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise UserError(f"it is not a `gicl fit` training checkpoint ({what})")
     return checkpoint
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _older_checkpoint(path: Path) -> Path | None:

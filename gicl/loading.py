@@ -37,6 +37,7 @@ log = logging.getLogger("gicl")
 TRUST_ENV = "GICL_TRUST_WEIGHTS_SHA256"
 # torch.hub's HASH_REGEX: the SHA-256 prefix between the last '-' and the extension.
 _PUBLISHED_PREFIX = re.compile(r"-([a-f0-9]{8,64})\.[a-z]+$")
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 _verified: dict[tuple, bool] = {}  # (path, size, mtime, inode) → verified (True) / trusted
 
 
@@ -84,16 +85,23 @@ def verify_hub_weights(path: str | os.PathLike, url: str) -> bool:
     return _verified[key]
 
 
+def refused_global(error: Exception) -> str | None:
+    """The pickled global (e.g. `builtins.exec`) a `weights_only` load refused, if that is
+    why it failed; None for other failures (a damaged or foreign file)."""
+    match = _REFUSED_GLOBAL.search(str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    return match.group(1) if match else None
+
+
 def _load_weights_only(path: Path, url: str) -> None:
     """Unpickle with `weights_only=True` (memory-mapped when the format allows)."""
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise WeightsFileError(
-            f"{path} is not a plain weights file and could run code if loaded ({first}); "
-            f"gicl refused it: delete it and download {url} again") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        if (name := refused_global(e)) is not None:
+            raise WeightsFileError(
+                f"{path} is not a plain weights file: it names `{name}`, which loading it "
+                f"would call (it could run code), so gicl refused it; delete it and download "
+                f"{url} again") from None
         raise WeightsFileError(f"{path} is damaged or not a weights file "
                                f"({type(e).__name__}): delete it and download {url} again") from None
 

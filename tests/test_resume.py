@@ -82,7 +82,7 @@ def test_unreadable_last_ckpt_is_one_line_and_restart_starts_over(tmp_path):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("gicl: error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"cannot resume from {last}: it is not plain checkpoint data" in errors[0]
-    assert "--restart" in errors[0] and not marker.exists()
+    assert "could run code" in errors[0] and "--restart" in errors[0] and not marker.exists()
 
     proc = run_cli(*args, "--restart")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -40,7 +40,7 @@ def plant(home: Path, file: str, marker: Path, how: str = "zip") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     obj = {"features.0.weight": Payload(marker)}
     if how == "raw":
-        path.write_bytes(pickle.dumps(obj))
+        path.write_bytes(pickle.dumps(obj, protocol=2))  # 4 fails earlier, as "not weights"
     else:
         torch.save(obj, path, _use_new_zipfile_serialization=how == "zip")
     return path
