@@ -31,8 +31,20 @@ samples of n batches without decoding them and resumes exactly where a run stopp
 and flip draws are seeded per (seed, rank, epoch, stream, batch, slot) for the same reason.
 
 Lightning 2.x calls `set_epoch` on `dataloader.sampler`, not on the dataset; the loader
-therefore carries a sampler that forwards `set_epoch` to the dataset (also on a mid-epoch
-restart). Workers are not persistent, so each epoch's iteration sees the new epoch/skip.
+therefore carries a sampler that forwards `set_epoch` to the dataset. Workers are not
+persistent, so each epoch's iteration sees the new epoch/skip.
+
+Exact resume: the position in the data is the number of batches the training has consumed,
+its iteration i, so a resumed run calls `resume_at(i)` (epoch i // n, skip i mod n, with n
+batches per epoch) before Lightning creates the first iterator — which Lightning does
+before it calls `set_epoch`, so the epoch must already be right then. Every sample's
+order, crop and flip is keyed as above; the DataLoader's own seed (its workers'
+`torch.initial_seed()`, from which Lightning derives their numpy and Python seeds) comes
+from a generator keyed by (seed, rank, epoch), not from the global RNG, so creating a
+loader iterator neither consumes nor depends on the training's random state. The loader
+is "stateful" for Lightning (`state_dict`/`load_state_dict`): it records the key of its
+order and warns on resume when that key changed (other shards, world size or batch size),
+because the resumed run then cannot see what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -312,10 +324,40 @@ class StreamLoader(DataLoader):
         # __init__; Lightning only calls set_epoch on `loader.sampler`, so install it here.
         object.__setattr__(self, "sampler", _EpochSampler(dataset))
 
+    def resume_at(self, iteration: int) -> None:
+        """The next iteration continues a run that has trained on `iteration` batches."""
+        if iteration < 0:
+            raise ValueError(f"cannot resume at iteration {iteration}")
+        epoch, done = divmod(int(iteration), len(self.dataset))
+        self.dataset.set_epoch(epoch)
+        self.dataset.skip_batches(done)
+
     def __iter__(self) -> Iterator[Any]:
+        d = self.dataset
+        # The workers' base seed is drawn from this generator, not from the global RNG.
+        self.generator = torch.Generator().manual_seed(
+            _seed(d.seed, d.rank, d.epoch, "loader") % 2**63)
         iterator = super().__iter__()  # workers now hold a copy with the pending skip
-        self.dataset.skip_batches(0)  # so the skip applies to this iteration only
+        d.skip_batches(0)  # so the skip applies to this iteration only
         return iterator
+
+    def state_dict(self) -> dict[str, Any]:
+        """The key of the sample order (Lightning stores it in the checkpoint)."""
+        return _order_key(self.dataset)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Warn when the resumed run's sample order differs from the checkpointed one's."""
+        now = _order_key(self.dataset)
+        changed = [f"{k} {state.get(k)} → {now[k]}" for k in now if state.get(k) != now[k]]
+        if changed:
+            log.warning("data: the training data changed since the checkpoint (%s): the resumed "
+                        "run does not see the samples an uninterrupted run would have",
+                        ", ".join(changed))
+
+
+def _order_key(d: TrainStream) -> dict[str, Any]:
+    return {"seed": d.seed, "world_size": d.world_size,  # not the rank: rank 0 saves it
+            "batch_size": d.batch_size, "batches_per_epoch": d.n_batches, "shards": len(d.urls)}
 
 
 def _seed(*parts: object) -> int:

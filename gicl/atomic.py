@@ -2,7 +2,9 @@
 
 Write to a temporary file in the same directory, fsync, then `os.replace` (atomic on
 POSIX). A process killed mid-write leaves only a stray `.tmp-*` file, which is removed the
-next time the same path is written.
+next time the same path is written. `mkstemp` creates the temporary file with mode 0600;
+it is changed to what `open()` would have given (0666 minus the umask, e.g. 0644 under
+umask 022) so model files, bitstreams and images stay readable to a group or a web server.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}-")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -41,6 +44,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is restored at once)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _remove_stale_temps(path: Path) -> None:

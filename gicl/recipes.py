@@ -332,6 +332,9 @@ def validate(config: dict[str, Any]) -> None:
     from gicl.training.options import check_types
 
     _check_codec(config["codec"], "codec")
+    if config["trainer"]["deterministic"] not in (True, False, "warn"):  # README "Exact resume"
+        raise RecipeError(f"trainer.deterministic must be true, false or warn, got "
+                          f"{config['trainer']['deterministic']!r}")
     names = list(config["stages"])
     for i, (name, stage) in enumerate(config["stages"].items()):
         where = f"stages.{name}"

@@ -30,6 +30,7 @@ from gicl.atomic import atomic_write_bytes
 from gicl.callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
 from gicl.callbacks.preemption import Preemption
 from gicl.callbacks.progress import IterationProgressBar
+from gicl.callbacks.rng_state import IterationSeed
 from gicl.callbacks.throughput import Throughput
 from gicl.codecs.base import Codec, build_codec
 from gicl.errors import RecipeError, UserError
@@ -65,9 +66,7 @@ class RecipeData(L.LightningDataModule):
                               "processes: change the batch size or the device count")
         loader = build_train_loader(self.cfg, batch_size=self.global_batch // world, rank=rank,
                                     world_size=world, seed=self.seed)
-        done = self.trainer.lightning_module.iteration % len(loader)
-        if done:  # resume mid-epoch: continue the same epoch order where it stopped
-            loader.dataset.skip_batches(done)
+        loader.resume_at(self.trainer.lightning_module.iteration)  # 0, or where it stopped
         return loader
 
     def val_dataloader(self):
@@ -135,8 +134,12 @@ def freeze(codec: Codec, groups: list[str], where: str) -> None:
             p.requires_grad_(False)
 
 
-def resume_checkpoint(stage_dir: Path) -> Path | None:
+def resume_checkpoint(stage_dir: Path, restart: bool = False) -> Path | None:
+    """`last.ckpt` to resume from; with `restart` it is set aside (as last.ckpt.bak) instead."""
     last = stage_dir / "checkpoints" / "last.ckpt"
+    if restart and last.is_file():
+        last.replace(last.with_name("last.ckpt.bak"))
+        log.info("--restart: %s moved to last.ckpt.bak; the stage starts over", last)
     return last if last.is_file() else None
 
 
@@ -188,7 +191,8 @@ def build_callbacks(stage: dict[str, Any]) -> list[L.Callback]:
             for name, options in stage["callbacks"].items() if options is not False]
 
 
-def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path | None) -> bool:
+def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path | None,
+              restart: bool = False) -> bool:
     """Train one stage to its iteration budget; returns False when interrupted."""
     stage = dict(config["stages"][name], _name=name, _recipe=config["name"])
     tcfg = config["trainer"]
@@ -216,6 +220,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
                            plugins=tuple(config["plugins"]))
     module = MODULES.load(stage["module"], f"stages.{name}.module")(codec, stage, perceptual, context)
     callbacks = [  # order matters: the stage's callbacks (e.g. a table flush) before a checkpoint
+        IterationSeed(tcfg["seed"] + index),
         *build_callbacks(stage),
         IterationCheckpoint(ckpt_dir, tcfg["ckpt_every_n_steps"]),
         Preemption(ckpt_dir / "last.ckpt"),
@@ -225,7 +230,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     ]
     trainer = build_trainer(tcfg, stage, stage_dir, callbacks)
     data = RecipeData(config["data"], batch, tcfg["seed"] + index)
-    last = resume_checkpoint(stage_dir)
+    last = resume_checkpoint(stage_dir, restart)
     if last is not None:
         log.info("stage %s: resuming from %s", name, last)
     if tcfg["compile"]:
@@ -242,8 +247,9 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     return True
 
 
-def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | None = None) -> Path:
-    """Run (or resume) every stage in order; returns the run dir."""
+def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | None = None,
+        restart: bool = False) -> Path:
+    """Run (or resume; with `restart`, start unfinished stages over) every stage in order."""
     run_dir = Path(run_dir or default_run_dir(config))
     names = list(config["stages"])
     if only_stage is not None and only_stage not in names:
@@ -259,7 +265,7 @@ def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | N
                                 f"{previous} do not exist yet: run without --stage first")
             log.info("stage %s: training %d iterations in %s", name,
                      config["stages"][name]["max_steps"], stage_dir)
-            if not run_stage(config, name, stage_dir, previous):
+            if not run_stage(config, name, stage_dir, previous, restart):
                 raise KeyboardInterrupt
         elif (stage_dir / "done").is_file():
             log.info("stage %s: done, skipped (%s)", name, stage_dir / "done")

@@ -27,7 +27,8 @@ def random_torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TORCH_HOME whose hub cache holds *random* VGG16/AlexNet weights.
 
     The real loading code paths run against it; numbers computed with it are meaningless
-    and never reported as LPIPS/DISTS/FID.
+    and never reported as LPIPS/DISTS/FID. Their hashes are not the published ones, so the
+    files are listed in gicl's test-only trust variable (see `trust_weights`).
     """
     import torchvision
 
@@ -36,7 +37,19 @@ def random_torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpt.mkdir(parents=True)
     for file, arch in BACKBONES.items():
         torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), ckpt / file)
+        trust_weights(ckpt / file)
     return home
+
+
+def trust_weights(path: Path) -> None:
+    """Accept this (random, unpublished) weights file for the rest of the session, in this
+    process and the subprocesses it starts; `weights_only` loading is still enforced."""
+    import hashlib
+
+    from gicl.loading import TRUST_ENV
+
+    entry = f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+    os.environ[TRUST_ENV] = ",".join(filter(None, [os.environ.get(TRUST_ENV), entry]))
 
 
 @pytest.fixture

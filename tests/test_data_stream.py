@@ -242,3 +242,35 @@ def test_lightning_sets_the_epoch_through_the_loader_sampler(tmp_path: Path) -> 
               enable_progress_bar=False, enable_model_summary=False,
               default_root_dir=tmp_path).fit(probe, loader)
     assert probe.seen == [(e, e) for e in range(3) for _ in range(2)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_at_an_iteration_continues_the_uninterrupted_order(noise_shards: str, workers: int) -> None:
+    cfg = {"train": noise_shards, "crop": 8, "num_workers": workers, "shuffle_buffer": 6,
+           "epoch_samples": 12}
+
+    def loader():
+        return build_train_loader(cfg, batch_size=3, rank=0, world_size=1, seed=7)
+
+    straight, run = loader(), []
+    for epoch in range(3):
+        straight.sampler.set_epoch(epoch)
+        run += batches_of(straight)
+    assert len(run) == 12
+    resumed = loader()
+    resumed.resume_at(6)  # epoch 1, after its batch 1: set before the first iterator exists
+    rng = torch.get_rng_state()
+    rest = batches_of(resumed)
+    assert torch.equal(torch.get_rng_state(), rng)  # loader start-up draws nothing globally
+    resumed.sampler.set_epoch(2)
+    assert same(rest + batches_of(resumed), run[6:])
+
+
+def test_loader_state_warns_when_the_order_changed(noise_shards: str, caplog) -> None:
+    cfg = {"train": noise_shards, "crop": 8, "num_workers": 0, "epoch_samples": 12}
+    state = build_train_loader(cfg, batch_size=3, seed=7).state_dict()
+    with caplog.at_level("WARNING", logger="gicl.data"):
+        build_train_loader(cfg, batch_size=3, seed=7).load_state_dict(state)
+        assert not caplog.records
+        build_train_loader(cfg, batch_size=2, seed=7).load_state_dict(state)
+    assert "batch_size 3 → 2" in caplog.text and "batches_per_epoch 4 → 6" in caplog.text

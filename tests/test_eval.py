@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, trust_weights
 from PIL import Image
 from test_bitstream_progressive import tiny_model
 
@@ -44,6 +44,7 @@ def metrics_home(random_torch_home: Path, tmp_path_factory: pytest.TempPathFacto
     torch.manual_seed(0)
     net = RandomInception("random", ["2048"], feature_extractor_weights_path=home / "empty.pth")
     torch.save(net.state_dict(), folder / INCEPTION)
+    trust_weights(folder / INCEPTION)
     return home
 
 

@@ -33,5 +33,5 @@ def test_required_with_weights_runs_the_real_lpips(tmp_path, torch_home):
     proc = smoke(tmp_path / "run", "required", torch_home)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = yaml.safe_load((tmp_path / "run" / "pretrain" / "config.yaml").read_text())
-    assert cfg["runtime"]["perceptual"] == "on"
+    assert cfg["runtime"]["perceptual"].startswith("on, with UNVERIFIED backbone weights")
     assert len(scalars(tmp_path / "run" / "pretrain" / "tb")["train/lpips_loss"]) == 2

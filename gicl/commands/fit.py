@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", help="run only this stage (its predecessors must be done)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<recipe>/<profile>")
     p.add_argument("--print-config", action="store_true", help="print the resolved YAML and exit")
+    p.add_argument("--restart", action="store_true",
+                   help="train unfinished stages from their start, not from checkpoints/last.ckpt "
+                        "(which is kept as last.ckpt.bak); done stages are still skipped")
     p.set_defaults(func=run)
 
 
@@ -29,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     from gicl.runner import fit
 
-    run_dir = fit(config, args.run_dir, args.stage)
+    run_dir = fit(config, args.run_dir, args.stage, restart=args.restart)
     print(f"gicl: finished; run dir {run_dir}")
     return 0

@@ -16,7 +16,9 @@
 Pretrained weights are never downloaded here: each backbone is loaded through its
 library's own path (torchvision's / torch-fidelity's hub cache, i.e. `$TORCH_HOME/hub/
 checkpoints`), and `check_weights` first raises a UserError naming the exact missing file
-and directory. A metric is never computed with weights other than the files found there.
+and directory, then has `gicl.loading` open each file as plain data and check its published
+SHA-256 before the library (which unpickles with `weights_only=False`) sees it. A metric is
+never computed with weights other than the files found there.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from gicl.errors import UserError
 from gicl.evaluation.metric_names import METRICS, PER_DATASET, PER_IMAGE
 from gicl.images import from_uint8
+from gicl.loading import hub_checkpoints_dir, verify_hub_weights
 
 PATCH = 256
 MS_SSIM_MIN_SIDE = 160  # 5 scales of an 11-tap window: torchmetrics needs more than this
@@ -68,20 +70,17 @@ def weights_needed(metric: str) -> list[WeightsFile]:
     return []
 
 
-def checkpoints_dir() -> Path:
-    """Where torchvision and torch-fidelity look for (and would download) weights."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def check_weights(metrics: list[str]) -> None:
-    """UserError naming the first weights file a requested metric needs and cannot find."""
-    folder = checkpoints_dir()
+    """UserError naming the first weights file a requested metric needs and cannot find, or
+    that is not plain data or not the published file (`gicl.loading.verify_hub_weights`)."""
+    folder = hub_checkpoints_dir()
     for metric in metrics:
         for f in weights_needed(metric):
             if not (folder / f.name).is_file():
                 raise UserError(
                     f"metric {metric} needs {f.what}: place {f.name} in {folder} (from {f.url}; "
                     f"set $TORCH_HOME to use another cache) or leave {metric} out of --metrics")
+            verify_hub_weights(folder / f.name, f.url)
 
 
 def parse_metrics(text: str) -> list[str]:

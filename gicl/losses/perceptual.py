@@ -4,7 +4,9 @@ policy.
 `lpips` loads its backbone from torchvision's hub cache ($TORCH_HOME/hub/checkpoints) and
 downloads it when missing — impossible on offline machines. The policy decides before
 loading: `required` fails with the exact file to place, `auto` trains without the term and
-says so, `off` never loads it.
+says so, `off` never loads it. A file that is present is opened as plain data and checked
+against its published SHA-256 (`gicl.loading`) before lpips/torchvision unpickle it: a
+hostile or foreign file stops the run under every policy, it is never skipped silently.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from gicl.errors import UserError
+from gicl.loading import hub_checkpoints_dir, verify_hub_weights
 
 log = logging.getLogger("gicl")
 
@@ -27,7 +29,7 @@ BACKBONE_FILES = {
 
 def backbone_path(net: str) -> Path:
     """Where torchvision (and so lpips) looks for the backbone weights of `net`."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net][0]
+    return hub_checkpoints_dir() / BACKBONE_FILES[net][0]
 
 
 def missing_weights_message(net: str) -> str:
@@ -40,11 +42,13 @@ def load_lpips(net: str = "vgg") -> nn.Module:
     """The real `lpips.LPIPS` network, frozen; UserError naming the file when weights are missing."""
     if not backbone_path(net).is_file():
         raise UserError(missing_weights_message(net))
+    verified = verify_hub_weights(backbone_path(net), BACKBONE_FILES[net][1])
     import lpips
 
     model = lpips.LPIPS(net=net, verbose=False).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    model.verified_weights = verified
     return model
 
 
@@ -68,10 +72,11 @@ def perceptual_for_policy(policy: str, weight: float) -> tuple[PerceptualLoss | 
     """Build the loss as the stage's policy says; returns (loss or None, status for the config)."""
     if policy == "off" or weight == 0:
         return None, "off"
-    if policy == "required":
-        return PerceptualLoss(), "on"
-    if not backbone_path("vgg").is_file():
+    if policy == "auto" and not backbone_path("vgg").is_file():
         status = f"disabled (perceptual: auto): {missing_weights_message('vgg')}"
         log.warning("training WITHOUT the LPIPS term: %s", status)
         return None, status
-    return PerceptualLoss(), "on"
+    loss = PerceptualLoss()
+    if not loss.lpips.verified_weights:
+        return loss, f"on, with UNVERIFIED backbone weights {backbone_path('vgg')} (not LPIPS)"
+    return loss, "on"
