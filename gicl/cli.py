@@ -14,6 +14,7 @@ import sys
 
 import gicl.commands
 from gicl.errors import UserError
+from gicl.logs import quiet_harmless_warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_harmless_warnings()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

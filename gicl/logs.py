@@ -11,7 +11,9 @@ message (never a blanket category, so new warnings still show):
 - the litlogger advertisement Lightning prints at start-up;
 - "The number of training batches (N) is smaller than the logging interval": gicl stages
   cross many short epochs and log by iteration, not by epoch;
-- torch's `LeafSpec` deprecation raised from inside Lightning's own pytree helper.
+- torch's `LeafSpec` deprecation raised from inside Lightning's own pytree helper;
+- "`torch.jit.script` is deprecated", raised while CompressAI imports torch-geometric
+  (CompressAI's point-cloud registry), on every command that touches an entropy model.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ HARMLESS = (
     r".*litlogger",
     r".*The number of training batches \(\d+\) is smaller than the logging interval",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"`torch.jit.script` is deprecated",
 )
 
 
@@ -33,6 +36,12 @@ class _DropHarmless(logging.Filter):
 
         message = record.getMessage()
         return not any(re.match(pattern, message, re.S) for pattern in HARMLESS)
+
+
+def quiet_harmless_warnings() -> None:
+    """Drop the warnings listed above (by message); every command calls it first."""
+    for pattern in HARMLESS:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -45,8 +54,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler._gicl = True  # type: ignore[attr-defined]
         log.addHandler(handler)
     log.propagate = False
-    for pattern in HARMLESS:
-        warnings.filterwarnings("ignore", message=pattern)
+    quiet_harmless_warnings()
     import lightning.pytorch  # noqa: F401  (installs its handlers; filter them below)
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
