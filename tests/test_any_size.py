@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from test_bitstream_progressive import TINY as TINY_VQGAN
 from test_controlgic import TINY as TINY_CONTROLGIC
+from test_glc_fill import TINY as TINY_GLC
 
 from gicl.cli import main
 from gicl.codecs.base import build_codec
@@ -24,6 +25,7 @@ CODECS = {
                "latent_channels": 32, "codebook_size": 64},
     "progic-small": {"name": "progic", "variant": "small"},
     "controlgic": TINY_CONTROLGIC,  # one channel per group, coarse latent at H/16
+    "glc": TINY_GLC,  # pads to 64: hyper-latent at H/64
 }
 SIZES = [(1, 1), (1, 23), (23, 1), (17, 9)]
 

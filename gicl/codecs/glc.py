@@ -497,13 +497,20 @@ def _rans_encode(symbols: Tensor, indexes: Tensor) -> bytes:
 
 
 def _rans_decode(data: bytes, indexes: Tensor) -> Tensor:
+    """Decode one ŷ step; the symbols must re-encode to exactly `data`, because the rANS
+    decoder stops once it has its symbols and would let appended bytes pass unseen."""
     _, cdfs, lengths, offsets = gaussian_tables()
     try:
         values = RansDecoder().decode_with_indexes(data, indexes.cpu().int().tolist(), cdfs, lengths, offsets)
     except Exception as e:  # the C++ decoder raises RuntimeError/ValueError on garbage
         raise BitstreamError(f"a ŷ section cannot be entropy-decoded ({type(e).__name__}): "
                              "the file is corrupted") from None
-    return torch.tensor(values, dtype=torch.int32)
+    symbols = torch.tensor(values, dtype=torch.int32)
+    again = _rans_encode(symbols, indexes)
+    if again != data:
+        what = "has trailing bytes" if data.startswith(again) else "does not re-encode to itself"
+        raise BitstreamError(f"a ŷ section {what}: the file is corrupted")
+    return symbols
 
 
 def import_official_state_dict(state: dict[str, Tensor], *, training_parts: bool = True) -> dict[str, Tensor]:
