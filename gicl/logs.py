@@ -19,6 +19,7 @@ message (never a blanket category, so new warnings still show):
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 
 HARMLESS = (
@@ -28,6 +29,19 @@ HARMLESS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r"`torch.jit.script` is deprecated",
 )
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (a test's capture, a redirected run),
+    never to a stream that was replaced and closed since the handler was made."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 class _DropHarmless(logging.Filter):
@@ -49,7 +63,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     log = logging.getLogger("gicl")
     log.setLevel(level)
     if not any(getattr(h, "_gicl", False) for h in log.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("gicl: %(message)s"))
         handler._gicl = True  # type: ignore[attr-defined]
         log.addHandler(handler)

@@ -231,6 +231,8 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     trainer = build_trainer(tcfg, stage, stage_dir, callbacks)
     data = RecipeData(config["data"], batch, tcfg["seed"] + index)
     last = resume_checkpoint(stage_dir, restart)
+    # logged once the stage is set up: a bad init file or train_point is the only line
+    log.info("stage %s: training %d iterations in %s", name, stage["max_steps"], stage_dir)
     if last is not None:
         log.info("stage %s: resuming from %s", name, last)
     if tcfg["compile"]:
@@ -263,8 +265,6 @@ def fit(config: dict[str, Any], run_dir: Path | None = None, only_stage: str | N
             if needs_previous and (previous is None or not previous.is_file()):
                 raise UserError(f"stage {name} starts from the previous stage, whose weights "
                                 f"{previous} do not exist yet: run without --stage first")
-            log.info("stage %s: training %d iterations in %s", name,
-                     config["stages"][name]["max_steps"], stage_dir)
             if not run_stage(config, name, stage_dir, previous, restart):
                 raise KeyboardInterrupt
         elif (stage_dir / "done").is_file():

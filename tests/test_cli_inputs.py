@@ -167,8 +167,9 @@ def test_a_directory_as_the_image(env: Path, capsys: pytest.CaptureFixture) -> N
 
 
 def test_fit_refuses_an_invalid_train_point(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    refused(capsys, "fit", "--recipe", "progic", "--profile", "smoke", "--run-dir",
-            str(tmp_path / "run"), "--set", "stages.train.train_point={stages: 9, foo: 1}",
+    # train_point is an option of the GAN module (Control-GIC trains at a fixed or sampled point)
+    refused(capsys, "fit", "--recipe", "controlgic", "--profile", "smoke", "--run-dir",
+            str(tmp_path / "run"), "--set", "stages.train.train_point={ratios: [0.5, 0.4, 0.1], foo: 1}",
             match="stages.train.train_point: unknown key 'foo'")
 
 
