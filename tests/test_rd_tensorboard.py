@@ -158,3 +158,14 @@ def test_rd_figures_plot_file_bpp_overlay_steps_and_label_tiles():
     assert label == "point 0: 0.0396 bpp, 21.23 dB"
     tiles = reconstruction_tiles(images, {0: label})
     assert [ax.get_title() for ax in tiles.axes] == ["original", label]
+
+
+def test_perceptual_metrics_only_with_their_pretrained_weights(tmp_path, monkeypatch):
+    from gicl.evaluation.file_points import available_metrics
+    from gicl.evaluation.metrics import checkpoints_dir, weights_needed
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache: no backbone files
+    assert available_metrics() == ["psnr", "ms-ssim"]
+    checkpoints_dir().mkdir(parents=True)
+    (checkpoints_dir() / weights_needed("lpips-alex")[0].name).write_bytes(b"")
+    assert available_metrics() == ["psnr", "ms-ssim", "lpips-alex"]
