@@ -80,3 +80,17 @@ def _build(cache: Path) -> None:
                                 "choose a new or empty folder") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def held_out_split(cache_dir: str | Path | None = None) -> tuple[str, Path]:
+    """The demo's split of the sample photos: the shard pattern of every photo but the
+    last, and the last photo's path, which training on that pattern never sees (shard i
+    holds photo i of `sample_photo_paths()`)."""
+    pattern = Path(sample_shards(cache_dir))
+    manifest = read_manifest(pattern.parent / _MANIFEST)
+    photos = sample_photo_paths()
+    if manifest["samples"] != len(photos) or len(photos) < 2:
+        raise UserError(f"the sample cache {pattern.parent} does not match the {len(photos)} "
+                        "sample photos installed (need at least 2): delete it to rebuild it")
+    train = pattern.parent / (_PATTERN.split("%")[0] + f"{{{0:06d}..{len(photos) - 2:06d}}}.tar")
+    return str(train), photos[-1]

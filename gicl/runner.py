@@ -21,13 +21,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
 
 from gicl.atomic import atomic_write_bytes
 from gicl.callbacks.checkpoint import AtomicCheckpointIO, IterationCheckpoint
+from gicl.callbacks.learning_rates import LearningRates
 from gicl.callbacks.preemption import Preemption
 from gicl.callbacks.progress import IterationProgressBar
 from gicl.callbacks.rng_state import IterationSeed
@@ -226,7 +226,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
         Preemption(ckpt_dir / "last.ckpt"),
         Throughput(tcfg["log_every_n_steps"], batch),
         IterationProgressBar(stage["max_steps"], name, batch, tcfg["progress_every_s"]),
-        LearningRateMonitor(logging_interval="step"),
+        LearningRates(),
     ]
     trainer = build_trainer(tcfg, stage, stage_dir, callbacks)
     data = RecipeData(config["data"], batch, tcfg["seed"] + index)

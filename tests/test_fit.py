@@ -41,9 +41,10 @@ def test_max_steps_and_disc_start_count_iterations(tmp_path):
     fit(tmp_path, "--set", "stages.pretrain.max_steps=7", "--set", "stages.pretrain.loss.disc_start=3")
     tags = scalars(tmp_path / "pretrain" / "tb")
     d = tags["train/d_loss"]
-    assert [s for s, _ in d] == list(range(7))  # one logged step per iteration, exactly 7
-    assert all(v == 0.0 for s, v in d if s < 3)
-    assert all(v != 0.0 for s, v in d if s >= 3)
+    # one logged step per iteration, exactly 7; the step is the count of iterations done
+    assert [s for s, _ in d] == list(range(1, 8))
+    assert all(v == 0.0 for s, v in d if s <= 3)  # iterations 1..3 run before disc_start
+    assert all(v != 0.0 for s, v in d if s > 3)
     ckpt = torch.load(tmp_path / "pretrain" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["gicl"]["iteration"] == 7
 

@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{info['recipe']} ({info['profile']}): codec {info['codec']}")
     for name, n in info["parameters"].items():
-        print(f"  params {name:20s} {n / 1e6:10.3f} M")
+        print(f"  params {name:20s} {n / 1e6:12.6f} M")
     f = info["flops"]
-    print(f"  FLOPs at {f['size']}: {f['total'] / 1e9:.2f} G ({f['convention']})")
+    print(f"  FLOPs at {f['size']}: {f['total'] / 1e9:.2f} G ({f['convention']}; {f['method']})")
     print(f"  operating points: {json.dumps(info['operating_points'])}")
     for key, value in info.get("behaviour", {}).items():
         print(f"  behaviour {key:20s} {json.dumps(value)}")

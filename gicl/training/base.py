@@ -98,6 +98,7 @@ class CodecTraining(L.LightningModule):
         """Count the iteration; stop after exactly `max_steps`."""
         self.iteration += 1
         self.log("iteration", float(self.iteration), prog_bar=True, logger=False)
+        self.log("step", float(self.iteration))  # the logger's step: iterations done, as validation's
         if "skipped" in batch:
             self.log("data/skipped", batch["skipped"].float().sum(), reduce_fx="sum")
         if self.iteration >= self.stage["max_steps"]:

@@ -34,8 +34,10 @@ class TrainingView(Protocol):
     codec: the codec being trained.
     context: the stage's StageContext.
     last_output: the CodecOutput of the last training forward pass (None before the first).
-    rd_rows / rd_images: the last validation's rate–distortion rows ({"point", "bpp",
-    metric: value}) and reconstructions of one image per operating point.
+    rd_rows / rd_images: the last validation's rate–distortion rows, one per image and
+    operating point ({"point", "image", "bpp": file bpp of the real container, metric:
+    value}, gicl.evaluation.file_points), and the first image's decoded pixels per operating
+    point (plus "original"), (1, 3, H, W) floats.
     log: Lightning's `LightningModule.log`.
     """
 

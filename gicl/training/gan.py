@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gicl.codecs.base import Codec, CodecOutput
-from gicl.evaluation.metrics import psnr
+from gicl.evaluation.file_points import FilePoints, rd_means
+from gicl.images import from_uint8
 from gicl.losses.adversarial import adaptive_weight, generator_loss, hinge_d_loss
 from gicl.losses.perceptual import PerceptualLoss
 from gicl.nn.discriminator import NLayerDiscriminator
@@ -153,35 +154,32 @@ class GANTraining(CodecTraining):
         self.end_iteration(batch)
 
     # -- validation: one RD point per operating point ----------------------------------
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Sweep the codec's operating points; rows and the first image's reconstructions
-        are kept for the RD callback, which draws curves and grids."""
-        x = batch["image"]
-        pixels = x.shape[-1] * x.shape[-2]
-        for i, point in enumerate(self.codec.operating_points()):
-            out = self.codec(x, point)
-            per_image = [psnr(a, b.clamp(0, 1), peak=1.0) for a, b in zip(x, out.x_hat, strict=True)]
-            row = {"point": i, "bpp": float(out.bits().mean()) / pixels,
-                   "psnr": sum(per_image) / len(per_image)}
-            if self.perceptual is not None:
-                row["lpips"] = float(self.perceptual(x, out.x_hat.clamp(0, 1)))
-            self.rd_rows.append(row)
-            if batch_idx == 0:
-                self.rd_images[i] = out.x_hat[:1].clamp(0, 1).float().cpu()
-        if batch_idx == 0:
-            self.rd_images["original"] = x[:1].float().cpu()
-
     def on_validation_epoch_start(self) -> None:
         self.rd_rows, self.rd_images = [], {}
+        with torch.inference_mode(False):  # update() may rebuild buffers training reuses
+            self.rd_files = FilePoints(self.codec)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Code every image at each of the codec's operating points into a real container
+        and decode it (gicl.evaluation.file_points): rows hold the file bpp and the metrics
+        `gicl eval` reports; the first image's decoded pixels are kept for the RD callback."""
+        x = batch["image"]
+        for i, point in enumerate(self.codec.operating_points()):
+            for j, image in enumerate(x):
+                row, rec = self.rd_files.measure(image[None], point)
+                self.rd_rows.append({"point": i, "image": batch_idx * len(x) + j, **row})
+                if batch_idx == 0 and j == 0:
+                    self.rd_images[i] = from_uint8(rec)
+        if batch_idx == 0:
+            self.rd_images["original"] = x[:1].float().cpu()
 
     def on_validation_epoch_end(self) -> None:
         if not self.rd_rows:
             return
-        points = sorted({r["point"] for r in self.rd_rows})
-        for p in points:
-            sel = [r for r in self.rd_rows if r["point"] == p]
-            for key in sel[0]:
-                if key != "point":
-                    self.log(f"rd/{key}/point{p}", sum(r[key] for r in sel) / len(sel), sync_dist=True)
-        last = [r for r in self.rd_rows if r["point"] == points[-1]]
-        self.log("val/psnr", sum(r["psnr"] for r in last) / len(last), sync_dist=True, prog_bar=True)
+        means = rd_means(self.rd_rows)
+        # the logger's step for these scalars: the iteration, the step the RD images carry
+        self.log("step", float(self.iteration))
+        for p, values in means.items():
+            for key, value in values.items():
+                self.log(f"rd/{key}/point{p}", value, sync_dist=True)
+        self.log("val/psnr", means[max(means)]["psnr"], sync_dist=True, prog_bar=True)
