@@ -162,7 +162,8 @@ def test_rd_figures_plot_file_bpp_overlay_steps_and_label_tiles():
 
 def test_perceptual_metrics_only_with_their_pretrained_weights(tmp_path, monkeypatch):
     from gicl.evaluation.file_points import available_metrics
-    from gicl.evaluation.metrics import checkpoints_dir, weights_needed
+    from gicl.evaluation.metrics import weights_needed
+    from gicl.loading import hub_checkpoints_dir as checkpoints_dir
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache: no backbone files
     assert available_metrics() == ["psnr", "ms-ssim"]

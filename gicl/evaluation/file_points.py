@@ -23,8 +23,9 @@ from torch import Tensor
 
 from gicl.codecs.base import Codec
 from gicl.evaluation import codec_io
-from gicl.evaluation.metrics import MS_SSIM_MIN_SIDE, PairMetrics, checkpoints_dir, weights_needed
+from gicl.evaluation.metrics import MS_SSIM_MIN_SIDE, PairMetrics, weights_needed
 from gicl.images import to_uint8
+from gicl.loading import hub_checkpoints_dir
 from gicl.model_file import model_payload
 
 PERCEPTUAL = ("lpips-vgg", "lpips-alex", "dists")
@@ -32,7 +33,7 @@ PERCEPTUAL = ("lpips-vgg", "lpips-alex", "dists")
 
 def available_metrics() -> list[str]:
     """psnr, ms-ssim and the perceptual metrics whose pretrained weights are present."""
-    folder = checkpoints_dir()
+    folder = hub_checkpoints_dir()
     present = [m for m in PERCEPTUAL if all((folder / f.name).is_file() for f in weights_needed(m))]
     return ["psnr", "ms-ssim", *present]
 
