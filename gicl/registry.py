@@ -228,6 +228,8 @@ MODULES.register("vqgan", "gicl.training.gan:GANTraining",
                  options="gicl.training.options:GANOptions")
 MODULES.register("progic", "gicl.training.progressive:ProgressiveTraining",
                  options="gicl.training.options:ProgressiveOptions")
+MODULES.register("glc_latent", "gicl.training.glc:GLCLatentTraining",
+                 options="gicl.training.options:GLCLatentOptions")
 
 OPTIMIZERS.register("adam", "torch.optim:Adam")
 OPTIMIZERS.register("adamw", "torch.optim:AdamW")
