@@ -127,3 +127,11 @@ def test_code_predictors_kept_only_when_asked(tmp_path):
     with pytest.raises(UserError, match=r"q_enc has shape \(3, 64, 1, 1\), the GLC architecture"):
         import_checkpoint(ckpt, tmp_path / "bad.pt", config=TINY)
 
+
+
+def test_info_of_the_recipe_splits_inference_and_training_parts():
+    r = run_cli("info", "--recipe", "glc", "--json", "--size", "64x64")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["parameter_split"] == {
+        "inference": 104_639_107, "vqgan_codebook": 4_194_304, "code_predictors": 55_154_688,
+        "total": 163_988_099}
