@@ -133,6 +133,25 @@ class GLCLatentOptions:
 
     callbacks: ClassVar[tuple[str, ...]] = ("rd_curves",)
 
+
+@dataclass
+class GLCJointLoss(GANLoss):
+    """GLC stage III (Sec. 4.3): R + λ_q·(L1 + LPIPS + λ_adv·L_adv + λ_code·D_code(E(x), E(x̂)))
+    with the pixel code predictor; `codebook` weighs the hyper codebook's VQ loss."""
+
+    lambdas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0],
+                                 metadata={"whole": True})
+    alpha: float = 0.5  # CE weight inside D_code, as in stage II
+    code: float = 0.05  # λ_code (paper: 0.05)
+
+
+@dataclass
+class GLCJointOptions(AdversarialOptions):
+    """GLC stage III: joint fine-tune of generator, transform coder, entropy model and pixel
+    code predictor against the PatchGAN."""
+
+    loss: GLCJointLoss = field(default_factory=GLCJointLoss)
+
 # -- reading a declaration --------------------------------------------------------------------
 
 def defaults(options: type) -> dict[str, Any]:
