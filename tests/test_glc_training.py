@@ -1,7 +1,7 @@
-"""GLC stage II (`glc_latent`): the code-prediction loss is the cross-entropy against the
-frozen codebook's nearest indices, λ follows the quality row of each image, and a real
-`gicl fit --recipe glc --profile smoke` leaves the VQ-VAE bit-identical while the transform
-coder, entropy model and code predictor learn."""
+"""GLC stages II (`glc_latent`) and III (`glc_joint`): the code-prediction loss is the
+cross-entropy against the frozen codebook's nearest indices, λ follows the quality row of each
+image, and a real `gicl fit --recipe glc --profile smoke` runs both stages: stage II leaves the
+VQ-VAE bit-identical while the transform coder, entropy model and code predictor learn."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_each_image_trains_its_quality_row_with_its_lambda():
     assert not any(p.requires_grad for p in codec.vqgan.parameters())
 
 
-def test_fit_smoke_leaves_the_vqvae_bit_identical(tmp_path):
+def test_fit_smoke_runs_both_stages_and_stage_two_leaves_the_vqvae_bit_identical(tmp_path):
     start = smoke_codec(seed=3)
     save_model_file(start, tmp_path / "start.pt")
     r = run_cli("fit", "--recipe", "glc", "--profile", "smoke", "--run-dir", str(tmp_path / "run"),
@@ -68,3 +68,10 @@ def test_fit_smoke_leaves_the_vqvae_bit_identical(tmp_path):
     assert vqvae and all(torch.equal(trained[k], before[k]) for k in vqvae)
     for prefix in ("enc.", "q_enc", "y_spatial_prior.", "z_vq.", "code_pred_loss."):
         assert any(not torch.equal(trained[k], before[k]) for k in before if k.startswith(prefix)), prefix
+    # stage III starts from stage II: generator and pixel code predictor learn, E and its
+    # codebook (the code target) stay fixed
+    _, joint, _ = read_codec_weights(tmp_path / "run" / "joint" / "checkpoints" / "last.ckpt")
+    for prefix, changed in (("vqgan.encoder.", False), ("vqgan.quantize.", False),
+                            ("vqgan.generator.", True), ("code_pred_pix_loss.", True), ("dec.", True)):
+        keys = [k for k in trained if k.startswith(prefix)]
+        assert keys and any(not torch.equal(joint[k], trained[k]) for k in keys) is changed, prefix
