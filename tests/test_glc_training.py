@@ -11,7 +11,7 @@ from conftest import run_cli
 from gicl.codecs import build_codec
 from gicl.model_file import read_codec_weights, save_model_file
 from gicl.recipes import resolve
-from gicl.training.glc import GLCLatentTraining, code_distortion
+from gicl.training.glc import GLCJointTraining, GLCLatentTraining, code_distortion
 
 SMOKE = resolve("glc", "smoke")
 
@@ -54,6 +54,29 @@ def test_each_image_trains_its_quality_row_with_its_lambda():
     assert set(logs) >= {"bpp_q0", "bpp_q1", "bpp_q2", "code_ce", "latent_mse", "hyper_vq"}
     assert not any(p.requires_grad for p in codec.vqgan.parameters())
 
+
+def test_stage_three_objective_uses_the_pixel_code_predictor_per_row():
+    """Without the adversarial term (adv 0) the joint objective is, per quality row,
+    bpp + λ_q·(L1 + 0.05·D_code(E(x), E(x̂))) + L_vq, averaged over the images."""
+    codec = smoke_codec()
+    stage = dict(SMOKE["stages"]["joint"], _name="joint")
+    stage["loss"] = {**stage["loss"], "adv": 0.0, "perceptual": 0.0}
+    module = GLCJointTraining(codec, stage)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    total, logs, _ = module.generator_objective(x)
+    lambdas, expected = stage["loss"]["lambdas"], 0.0
+    for i in range(2):
+        out = codec(x[i:i + 1], {"quality": i})
+        d_code, _, _ = code_distortion(codec, codec.vqgan.encoder(x[i:i + 1] * 2 - 1),
+                                       codec.vqgan.encoder(out.x_hat * 2 - 1), 0.5,
+                                       codec.code_pred_pix_loss)
+        l1 = (x[i:i + 1] - out.x_hat).abs().mean()
+        expected += (out.bits() / 4096 + lambdas[i] * (l1 + 0.05 * d_code)).sum() + out.losses["z_vq"]
+    torch.testing.assert_close(total, expected / 2, rtol=1e-4, atol=1e-6)
+    total.backward()  # the pixel predictor learns; the latent one is not used here
+    assert codec.code_pred_pix_loss.feat_emb.weight.grad.abs().sum() > 0
+    assert codec.code_pred_loss.feat_emb.weight.grad is None
+    assert "pix_code_ce" in logs
 
 def test_fit_smoke_runs_both_stages_and_stage_two_leaves_the_vqvae_bit_identical(tmp_path):
     start = smoke_codec(seed=3)
