@@ -107,6 +107,8 @@ def describe(config: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
         "flops": flops_entry(config["codec"], codec, h, w),
         "operating_points": codec.operating_points(),
     }
+    if hasattr(codec, "parameter_split"):  # inference codec vs training-only parts (GLC)
+        info["parameter_split"] = codec.parameter_split()
     if hasattr(codec, "behaviour"):  # options that decide how the codec computes
         info["behaviour"] = codec.behaviour()
     return info

@@ -228,6 +228,10 @@ MODULES.register("vqgan", "gicl.training.gan:GANTraining",
                  options="gicl.training.options:GANOptions")
 MODULES.register("progic", "gicl.training.progressive:ProgressiveTraining",
                  options="gicl.training.options:ProgressiveOptions")
+MODULES.register("glc_latent", "gicl.training.glc:GLCLatentTraining",
+                 options="gicl.training.options:GLCLatentOptions")
+MODULES.register("glc_joint", "gicl.training.glc:GLCJointTraining",
+                 options="gicl.training.options:GLCJointOptions")
 
 OPTIMIZERS.register("adam", "torch.optim:Adam")
 OPTIMIZERS.register("adamw", "torch.optim:AdamW")

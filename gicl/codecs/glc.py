@@ -56,14 +56,18 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from compressai.ans import RansDecoder, RansEncoder
-from compressai.entropy_models import GaussianConditional
 from torch import Tensor, nn
+
+with warnings.catch_warnings():  # compressai imports torch_geometric, which calls the
+    warnings.simplefilter("ignore", FutureWarning)  # deprecated torch.jit.script: keep stderr
+    from compressai.ans import RansDecoder, RansEncoder  # to the CLI's one error line
+    from compressai.entropy_models import GaussianConditional
 from torch.func import functional_call
 
 from gicl.codecs.base import (
@@ -297,8 +301,8 @@ class GLC(Codec):
         authors' `interpolate_q` does on a 64-row grid)."""
         lo = min(int(math.floor(q)), self.qualities - 1)
         t = float(q) - lo
-        if t == 0:
-            return self.q_enc[lo:lo + 1], self.q_dec[lo:lo + 1]
+        if t == 0:  # index, not slice: a view of a parameter made under no_grad breaks
+            return self.q_enc[[lo]], self.q_dec[[lo]]  # FlopCounterMode's module hooks (`info`)
         return tuple(  # type: ignore[return-value]
             torch.lerp(w[lo:lo + 1], w[lo + 1:lo + 2], t) for w in (self.q_enc, self.q_dec)
         )

@@ -1,5 +1,6 @@
-"""`gicl import NAME CKPT OUT.pt [--ema]`: turn another code base's published checkpoint into
-a gicl model file (`compress`, `decompress`, `eval`, `info` and a recipe's `init:` take it)."""
+"""`gicl import NAME CKPT OUT.pt [--ema] [--with-code-predictors]`: turn another code base's
+published checkpoint into a gicl model file (`compress`, `decompress`, `eval`, `info` and a
+recipe's `init:` take it)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="model file to write")
     p.add_argument("--ema", action="store_true",
                    help="use the EMA weights (default: the raw weights, as the authors' inference)")
+    p.add_argument("--with-code-predictors", action="store_true",
+                   help="GLC: keep the training-only parts (code predictors, VQ-VAE codebook)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from gicl.importers import IMPORTERS
 
-    report = IMPORTERS[args.model](args.ckpt, args.out, ema=args.ema)
+    report = IMPORTERS[args.model](args.ckpt, args.out, ema=args.ema,
+                                   with_code_predictors=args.with_code_predictors)
     print(f"{report.out}: {args.model} model, {report.loaded} tensors ({report.weights} weights), "
           f"fingerprint {report.fingerprint}")
     unused = ", ".join(f"{g} {n}" for g, n in sorted(report.unused.items())) or "none"

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{info['recipe']} ({info['profile']}): codec {info['codec']}")
     for name, n in info["parameters"].items():
         print(f"  params {name:20s} {n / 1e6:12.6f} M")
+    for name, n in info.get("parameter_split", {}).items():
+        print(f"  split  {name:20s} {n / 1e6:12.6f} M")
     f = info["flops"]
     print(f"  FLOPs at {f['size']}: {f['total'] / 1e9:.2f} G ({f['convention']}; {f['method']})")
     print(f"  operating points: {json.dumps(info['operating_points'])}")

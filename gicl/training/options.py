@@ -103,6 +103,55 @@ class ProgressiveOptions(AdversarialOptions):
     loss: ProgressiveLoss = field(default_factory=ProgressiveLoss)
 
 
+
+@dataclass
+class GLCLatentLoss:
+    """GLC stage II (Jia et al., CVPR 2024, eq. 4–5): R(ŷ) + R(ẑ) + λ·D_code(l, l̂) + the hyper
+    codebook's VQ loss, with D_code = α·CE(M_l, CP(l̂)) + ‖l − l̂‖²."""
+
+    # λ of each quality row q (image i of a batch trains row i mod len): 4 rows, doubling
+    lambdas: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.04, 0.08],
+                                 metadata={"whole": True})
+    alpha: float = 0.5  # weight of the code-prediction cross-entropy in D_code (paper: 0.5)
+    hyper_codebook: float = 1.0  # weight of the z_vq codebook + commitment loss
+
+
+@dataclass
+class GLCLatentOptimizers:
+    """codec: every trainable codec parameter (the VQ-VAE is frozen by the module)."""
+
+    codec: OptimizerOptions = _adam(1e-4, (0.9, 0.999))
+
+
+@dataclass
+class GLCLatentOptions:
+    """GLC stage II: transform coder, entropy model and latent code predictor on a frozen
+    VQ-VAE; no pixel loss, no discriminator."""
+
+    loss: GLCLatentLoss = field(default_factory=GLCLatentLoss)
+    optimizers: GLCLatentOptimizers = field(default_factory=GLCLatentOptimizers)
+
+    callbacks: ClassVar[tuple[str, ...]] = ("rd_curves",)
+
+
+@dataclass
+class GLCJointLoss(GANLoss):
+    """GLC stage III (Sec. 4.3): R + λ_q·(L1 + LPIPS + λ_adv·L_adv + λ_code·D_code(E(x), E(x̂)))
+    with the pixel code predictor; `codebook` weighs the hyper codebook's VQ loss."""
+
+    lambdas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0],
+                                 metadata={"whole": True})
+    alpha: float = 0.5  # CE weight inside D_code, as in stage II
+    code: float = 0.05  # λ_code (paper: 0.05)
+
+
+@dataclass
+class GLCJointOptions(AdversarialOptions):
+    """GLC stage III: joint fine-tune of generator, transform coder, entropy model and pixel
+    code predictor against the PatchGAN."""
+
+    loss: GLCJointLoss = field(default_factory=GLCJointLoss)
+
 # -- reading a declaration --------------------------------------------------------------------
 
 def defaults(options: type) -> dict[str, Any]:
