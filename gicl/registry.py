@@ -228,6 +228,10 @@ MODULES.register("vqgan", "gicl.training.gan:GANTraining",
                  options="gicl.training.options:GANOptions")
 MODULES.register("progic", "gicl.training.progressive:ProgressiveTraining",
                  options="gicl.training.options:ProgressiveOptions")
+MODULES.register("hyperprior", "gicl.training.hyperprior:HyperpriorTraining",
+                 options="gicl.training.options:HyperpriorOptions")
+MODULES.register("joint_rd", "gicl.training.hyperprior:JointRDTraining",
+                 options="gicl.training.options:JointRDOptions")
 
 OPTIMIZERS.register("adam", "torch.optim:Adam")
 OPTIMIZERS.register("adamw", "torch.optim:AdamW")

@@ -103,6 +103,38 @@ class ProgressiveOptions(AdversarialOptions):
     loss: ProgressiveLoss = field(default_factory=ProgressiveLoss)
 
 
+@dataclass
+class HyperpriorOptimizers:
+    """codec: the trainable codec parameters (the hyperprior, the backbone being frozen);
+    aux: the EntropyBottleneck quantiles on `codec.aux_loss()`. CompressAI's defaults."""
+
+    codec: OptimizerOptions = _adam(1e-4, (0.9, 0.999))
+    aux: OptimizerOptions = _adam(1e-3, (0.9, 0.999))
+
+
+@dataclass
+class HyperpriorOptions:
+    """HyperVQ stage B: only the hyperprior trains, on R_ind + R_z (no discriminator)."""
+
+    train_point: dict[str, Any] | None = field(default=None, metadata={"whole": True})
+    optimizers: HyperpriorOptimizers = field(default_factory=HyperpriorOptimizers)
+
+    callbacks: ClassVar[tuple[str, ...]] = ("rd_curves",)
+
+
+@dataclass
+class JointRDLoss(GANLoss):
+    rate_ind: float = 0.01  # λ_ind on R_ind (bits per pixel)
+    rate_z: float = 0.01  # λ_z on R_z (bits per pixel)
+
+
+@dataclass
+class JointRDOptions(GANOptions):
+    """HyperVQ stage C: the GAN base's objective plus λ_ind R_ind + λ_z R_z."""
+
+    loss: JointRDLoss = field(default_factory=JointRDLoss)
+
+
 # -- reading a declaration --------------------------------------------------------------------
 
 def defaults(options: type) -> dict[str, Any]:
