@@ -14,6 +14,7 @@ import torch
 from conftest import run_cli
 from PIL import Image
 
+from gicl.cli import main
 from gicl.codecs import build_codec
 from gicl.images import read_image, to_uint8
 from gicl.model_file import load_model_file
@@ -62,16 +63,15 @@ def test_stage_c_ran_with_the_reduced_learning_rate(run):
     assert stages["hyperprior"]["frozen"] == ["backbone"]
 
 
-def test_stage_b_model_round_trips_through_the_cli(run, tmp_path):
+def test_stage_b_model_round_trips_through_the_cli(run, tmp_path, capsys, monkeypatch):
+    # the CLI in-process (the fit above already ran it as a subprocess): seconds, not tens
+    monkeypatch.setenv("GICL_CACHE", str(tmp_path / "cache"))
     model = run / "hyperprior" / "final.pt"
-    env = {"GICL_CACHE": str(tmp_path / "cache")}
     image, stream, out = tmp_path / "odd.png", tmp_path / "odd.gic", tmp_path / "out.png"
     Image.open(KODAK / "kodim23.png").crop((100, 50, 171, 99)).save(image)  # 71×49
-    proc = run_cli("compress", str(image), str(stream), "--ckpt", str(model), env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    point = json.loads(re.search(r"point (\{.*\})", proc.stdout).group(1))
-    proc = run_cli("decompress", str(stream), str(out), "--ckpt", str(model), env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main(["compress", str(image), str(stream), "--ckpt", str(model)]) == 0
+    point = json.loads(re.search(r"point (\{.*\})", capsys.readouterr().out).group(1))
+    assert main(["decompress", str(stream), str(out), "--ckpt", str(model)]) == 0
     codec, _ = load_model_file(model)
     with torch.no_grad():
         expected = to_uint8(codec(read_image(image), point).x_hat.clamp(0, 1))
