@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -120,3 +121,20 @@ def test_another_process_with_other_threads_decodes_the_same_image(codec, tmp_pa
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=120)
     assert torch.equal(torch.load(tmp_path / "dec.pt", weights_only=True), x_hat)
+
+
+def test_info_reports_the_hyperprior_apart(capsys):
+    from gicl.cli import main
+    from gicl.codecs.controlgic import count_split
+    from gicl.recipes import resolve
+
+    assert main(["info", "--recipe", "hvq_cgic", "--json", "--size", "32x32"]) == 0
+    params = json.loads(capsys.readouterr().out)["parameters"]
+    print(f"\nHVQ-CGIC parameters: {params}")
+    assert abs(params["hyperprior"] - 1.6e6) <= 0.15 * 1.6e6  # paper: 132.30 M − 130.69 M
+    backbone = resolve("hvq_cgic")["stages"]["controlgic"]["codec"]
+    with torch.device("meta"):
+        controlgic = count_split(build_codec(backbone))["total"]
+    assert params["backbone"] == controlgic
+    assert params["total"] == controlgic + params["hyperprior"]
+
