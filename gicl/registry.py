@@ -232,6 +232,10 @@ MODULES.register("glc_latent", "gicl.training.glc:GLCLatentTraining",
                  options="gicl.training.options:GLCLatentOptions")
 MODULES.register("glc_joint", "gicl.training.glc:GLCJointTraining",
                  options="gicl.training.options:GLCJointOptions")
+MODULES.register("hyperprior", "gicl.training.hyperprior:HyperpriorTraining",
+                 options="gicl.training.options:HyperpriorOptions")
+MODULES.register("joint_rd", "gicl.training.hyperprior:JointRDTraining",
+                 options="gicl.training.options:JointRDOptions")
 
 OPTIMIZERS.register("adam", "torch.optim:Adam")
 OPTIMIZERS.register("adamw", "torch.optim:AdamW")

@@ -465,7 +465,8 @@ class ControlGIC(Codec):
             rate=rate,
             losses={"vq": sum(weighted) / sum(area)},
             index_counts=counts,
-            extras={"indices": idx, "masks": m, "quantizers": [self.quantizer], "ratios": ratios},
+            extras={"indices": idx, "masks": m, "quantizers": [self.quantizer], "ratios": ratios,
+                    "latents": dict(zip(GRANULARITIES, latents, strict=True))},  # for a hyperprior
         )
 
     # ---------------------------------------------------------------- bitstream

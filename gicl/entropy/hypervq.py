@@ -56,7 +56,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from gicl.codecs.base import symbols_checksum, verify_symbols
-from gicl.entropy.anchor_coding import SnapGrid, decode_indices, encode_indices
+from gicl.entropy.anchor_coding import MU_CLAMP_UNITS, SnapGrid, decode_indices, encode_indices
 from gicl.errors import BitstreamError
 
 HYPER_CHANNELS = 72
@@ -142,6 +142,16 @@ def anchor_logits(mu: Tensor, sigma: Tensor, codebook: Tensor) -> Tensor:
     with torch.autocast(mu.device.type, enabled=False):
         mu, sigma, c = mu.to(dtype), sigma.to(dtype), codebook.to(dtype)
         return (2.0 * mu @ c.t() - (c * c).sum(1)[None, :]) / (2.0 * sigma * sigma)[:, None]
+
+
+def clamp_to_coder_box(mu: Tensor, codebook: Tensor, grid: SnapGrid) -> Tensor:
+    """μ clamped to the codebook's box widened by `MU_CLAMP_UNITS` units, as the exact coder
+    clamps it: without it a hyperprior learns to put μ far outside the codebook, where
+    eq. 3 still singles out the target by direction alone but the coder's table, computed
+    at the clamped μ, does not (its rate would be up to the 24-bit floor per index)."""
+    margin = MU_CLAMP_UNITS * grid.unit
+    c = codebook.detach().to(mu.dtype)
+    return torch.minimum(torch.maximum(mu, c.min(0).values - margin), c.max(0).values + margin)
 
 
 def index_bits(mu: Tensor, sigma: Tensor, codebook: Tensor, target: Tensor) -> Tensor:
@@ -235,8 +245,9 @@ class HyperVQ(nn.Module):
             mask = branch_mask(masks, name, z)
             y_hat, likelihoods = block.bottleneck(block.analyse(z, mask))
             out.rate_z[name] = -torch.log2(likelihoods).flatten(1).sum(1)
-            mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), SnapGrid.for_codebook(codebook))
-            mu_p, sigma_p = present(mu, mask), present(sigma, mask)
+            grid = SnapGrid.for_codebook(codebook)
+            mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), grid)
+            mu_p, sigma_p = clamp_to_coder_box(present(mu, mask), codebook, grid), present(sigma, mask)
             bits = index_bits(mu_p, sigma_p, codebook, present(indices[name], mask))
             image = torch.arange(z.shape[0], device=z.device)[:, None, None].expand(-1, *z.shape[-2:])
             out.rate_ind[name] = torch.zeros(z.shape[0], dtype=bits.dtype, device=z.device).index_add(

@@ -135,6 +135,25 @@ class GLCLatentOptions:
 
 
 @dataclass
+class HyperpriorOptimizers:
+    """codec: the trainable codec parameters (the hyperprior, the backbone being frozen);
+    aux: the EntropyBottleneck quantiles on `codec.aux_loss()`. CompressAI's defaults."""
+
+    codec: OptimizerOptions = _adam(1e-4, (0.9, 0.999))
+    aux: OptimizerOptions = _adam(1e-3, (0.9, 0.999))
+
+
+@dataclass
+class HyperpriorOptions:
+    """HyperVQ stage B: only the hyperprior trains, on R_ind + R_z (no discriminator)."""
+
+    train_point: dict[str, Any] | None = field(default=None, metadata={"whole": True})
+    optimizers: HyperpriorOptimizers = field(default_factory=HyperpriorOptimizers)
+
+    callbacks: ClassVar[tuple[str, ...]] = ("rd_curves",)
+
+
+@dataclass
 class GLCJointLoss(GANLoss):
     """GLC stage III (Sec. 4.3): R + λ_q·(L1 + LPIPS + λ_adv·L_adv + λ_code·D_code(E(x), E(x̂)))
     with the pixel code predictor; `codebook` weighs the hyper codebook's VQ loss."""
@@ -151,6 +170,20 @@ class GLCJointOptions(AdversarialOptions):
     code predictor against the PatchGAN."""
 
     loss: GLCJointLoss = field(default_factory=GLCJointLoss)
+
+
+@dataclass
+class JointRDLoss(GANLoss):
+    rate_ind: float = 0.01  # λ_ind on R_ind (bits per pixel)
+    rate_z: float = 0.01  # λ_z on R_z (bits per pixel)
+
+
+@dataclass
+class JointRDOptions(GANOptions):
+    """HyperVQ stage C: the GAN base's objective plus λ_ind R_ind + λ_z R_z."""
+
+    loss: JointRDLoss = field(default_factory=JointRDLoss)
+
 
 # -- reading a declaration --------------------------------------------------------------------
 

@@ -1,0 +1,176 @@
+"""HVQ-CGIC (Niu et al., arXiv:2512.07192): Control-GIC carrying a HyperVQ entropy model.
+
+The backbone is gicl's Control-GIC (`gicl/codecs/controlgic.py`), held whole as `backbone`
+so that a Control-GIC model file (trained by gicl or imported with `gicl import controlgic`)
+loads onto it under one renamed prefix (`init.map: {"": "backbone."}`). Control-GIC's static
+Huffman table is replaced by HyperVQ (`gicl/entropy/hypervq.py`): three masked branches
+(fine H/4, medium H/8, coarse H/16) over the one shared codebook, each with its own H Block,
+hyper-latents through an EntropyBottleneck, and the eq. 3 categorical model for the indices.
+
+Rates (`forward`): bits per image by section — `masks` (raw bits, as Control-GIC counts
+them), `hyper_<g>` (R_z of branch g: −log₂ of the EntropyBottleneck likelihoods) and `<g>`
+(R_ind of branch g, eq. 4 over the positions present in g's mask only). Both are
+differentiable; `losses` adds `rate_ind` and `rate_z` in bits per pixel (batch mean), the
+terms the stage B/C modules weight. The static-table bits of the same tokens stay in
+`extras["static_rate"]` for comparison (the paper's Table S4).
+
+Bitstream: sections [masks, hyper_coarse, coarse, hyper_medium, medium, hyper_fine, fine].
+Masks are written exactly as Control-GIC writes them; each branch's hyper section is the
+EntropyBottleneck's rANS string and its index section HyperVQ's exact 24-bit range code with
+snapped μ, σ (machine-independent integer tables). Checksums: the mask bits, the hyper-
+latents' float32 bits and the index symbols, one per section.
+
+Rate control uses the backbone's static-table curve (`point_for_bpp`): the ratios for a
+target bpp under the Huffman code, which the hyperprior then codes in fewer bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from compressai.entropy_models import EntropyBottleneck
+from torch import Tensor, nn
+
+from gicl.codecs.base import (
+    Codec,
+    CodecOutput,
+    EncodedImage,
+    register_codec,
+    symbols_checksum,
+    verify_symbols,
+)
+from gicl.codecs.controlgic import GRANULARITIES, ControlGIC
+from gicl.codecs.routing import Masks
+from gicl.entropy import fixed
+from gicl.entropy.hypervq import HYPER_CHANNELS, HyperVQ
+from gicl.errors import BitstreamError, RecipeError
+from gicl.registry import signature_keywords
+
+SECTION_ORDER = ("coarse", "medium", "fine")  # Control-GIC's order: a coarse token first
+
+
+@register_codec
+class HVQCGIC(Codec):
+    codec_id = "hvq_cgic"
+    multiple = ControlGIC.multiple
+
+    def __init__(self, *, hyper_channels: int = HYPER_CHANNELS, **backbone: Any) -> None:
+        """hyper_channels: width C of every H Block (72: 1.59 M parameters for the paper's
+        d = 4, the paper's 132.30 M − 130.69 M = 1.61 M). Every other key is a Control-GIC
+        constructor argument (the backbone's)."""
+        super().__init__()
+        known = signature_keywords(ControlGIC) or set()
+        unknown = sorted(set(backbone) - known)
+        if unknown:
+            raise RecipeError(f"unknown key 'codec.{unknown[0]}' (known: "
+                              f"{', '.join(sorted(known | {'hyper_channels'}))})")
+        self.backbone = ControlGIC(**backbone)
+        q = self.backbone.quantizer
+        self.hyperprior = HyperVQ({g: (q.embed_dim, q.n_embed) for g in SECTION_ORDER},
+                                  channels=hyper_channels)
+
+    # ---------------------------------------------------------------- entropy model
+    def codebook(self) -> Tensor:
+        return self.backbone.quantizer.embedding.weight
+
+    def parameter_groups(self) -> dict[str, nn.Module]:
+        """`backbone` (all of Control-GIC) and `hyperprior`: stage B freezes the backbone."""
+        return {"backbone": self.backbone, "hyperprior": self.hyperprior}
+
+    def aux_parameters(self) -> list[nn.Parameter]:
+        return [m.quantiles for m in self.hyperprior.modules() if isinstance(m, EntropyBottleneck)]
+
+    def aux_loss(self) -> Tensor:
+        return self.hyperprior.aux_loss()
+
+    def update(self) -> None:
+        """Rebuild the hyper-latent CDF tables from the current quantiles (forced: they
+        move during training after a first update)."""
+        self.hyperprior.update(force=True)
+
+    # ---------------------------------------------------------------- model
+    def forward(self, x: Tensor, point: dict[str, Any] | None = None) -> CodecOutput:
+        out = self.backbone(x, point)
+        latents, indices, masks = (out.extras[k] for k in ("latents", "indices", "masks"))
+        hv = self.hyperprior({g: latents[g] for g in SECTION_ORDER}, indices, self.codebook(), masks)
+        rate = {"masks": out.rate["masks"]}
+        for g in SECTION_ORDER:
+            rate[f"hyper_{g}"], rate[g] = hv.rate_z[g], hv.rate_ind[g]
+        pixels = x.shape[-2] * x.shape[-1]
+        losses = {
+            **out.losses,
+            "rate_ind": sum(hv.rate_ind.values()).mean() / pixels,  # type: ignore[union-attr]
+            "rate_z": sum(hv.rate_z.values()).mean() / pixels,  # type: ignore[union-attr]
+        }
+        static = {g: out.rate[g] for g in GRANULARITIES}
+        extras = {**out.extras, "static_rate": static}
+        return dataclasses.replace(out, rate=rate, losses=losses, extras=extras)
+
+    # ---------------------------------------------------------------- bitstream
+    @torch.no_grad()
+    def compress_with_report(
+        self, x: Tensor, point: dict[str, Any] | None = None
+    ) -> tuple[EncodedImage, dict[str, float]]:
+        """The encoded image and, per branch, −log₂ of the integer tables its index section
+        was coded with (bits): what the payload should be, to a word or two."""
+        if x.shape[0] != 1:
+            raise ValueError("compress takes one image (1, 3, H, W)")
+        b = self.backbone
+        ratios = b._ratios(point)
+        latents, (e8, e16) = b._analyse(x)
+        masks = b._route(e8, e16, ratios)
+        indices = b._indices(latents)
+        mask_bits = b._streams(indices, masks)[0]
+        lat = dict(zip(GRANULARITIES, latents, strict=True))
+        streams = self.hyperprior.compress(
+            {g: lat[g] for g in SECTION_ORDER}, indices, self.codebook(), masks.as_dict()
+        )
+        encoded = EncodedImage(
+            sections=[fixed.pack(mask_bits, 1), *streams.sections],
+            checksums=[symbols_checksum(mask_bits), *streams.checksums],
+            point={"ratios": list(ratios)}, size=(int(x.shape[-2]), int(x.shape[-1])),
+        )
+        return encoded, streams.index_bits
+
+    def compress(self, x: Tensor, point: dict[str, Any] | None = None) -> EncodedImage:
+        return self.compress_with_report(x, point)[0]
+
+    @torch.no_grad()
+    def decompress(self, encoded: EncodedImage) -> Tensor:
+        n = 1 + 2 * len(SECTION_ORDER)
+        if len(encoded.sections) != n or len(encoded.checksums) != n:
+            raise BitstreamError(f"an HVQ-CGIC image has {n} sections (masks, then hyper-latents "
+                                 "and indices of coarse, medium, fine)")
+        b = self.backbone
+        h, w = encoded.size
+        h16, w16 = -(-h // self.multiple), -(-w // self.multiple)
+        masks, bits = b._read_masks(encoded.sections[0], h16, w16)
+        verify_symbols(bits, encoded.checksums[0], 0)
+        device = self.device_of()
+        m = {k: v.to(device) for k, v in masks.as_dict().items()}
+        shapes = {g: tuple(m[g].shape[-2:]) for g in SECTION_ORDER}
+        indices = self.hyperprior.decompress(
+            encoded.sections[1:], shapes, self.codebook(), m, encoded.checksums[1:]
+        )
+        zq = {g: b.quantizer.embed(indices[g]) for g in GRANULARITIES}
+        masks = Masks(**m)
+        return b._decode(b._hybrid(zq, masks), masks, (h, w))
+
+    # ---------------------------------------------------------------- the backbone's
+    def operating_points(self) -> list[dict[str, Any]]:
+        return self.backbone.operating_points()
+
+    def check_point(self, point: dict[str, Any]) -> None:
+        self.backbone.check_point(point)
+
+    def point_for_bpp(self, bpp: float, h: int, w: int, **kwargs: Any) -> dict[str, Any]:
+        """The backbone's rate control (static-table curve; see the module docstring)."""
+        return self.backbone.point_for_bpp(bpp, h, w, **kwargs)
+
+    def behaviour(self) -> dict[str, Any]:
+        return self.backbone.behaviour()
+
+    def last_decoder_layer(self) -> Tensor:
+        return self.backbone.last_decoder_layer()
