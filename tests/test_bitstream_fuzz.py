@@ -251,8 +251,7 @@ def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypa
     assert growth_mib < 256
 
 
-@pytest.mark.parametrize("name", ["vqgan", "progic", "controlgic", "controlgic-range", "glc",
-                                  "hvq_cgic"])
+@pytest.mark.parametrize("name", ["vqgan", "progic", "controlgic", "controlgic-range", "glc"])
 def test_every_section_type_refuses_trailing_bytes(tmp_path, monkeypatch, one_thread, name):
     """Fixed-length (VQGAN, ProGIC, the Control-GIC masks), Huffman and range-coded sections,
     empty ones included, each with 4 extra bytes in an otherwise valid container."""
