@@ -51,7 +51,9 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "batch_size": None,  # global batch; None → data.batch_size
     "micro_batches": 1,  # split each rank's batch to save memory; still one step per iteration
     "scheduler": {"name": "constant", "milestones": [], "gamma": 0.1, "warmup_steps": 0},
-    "clip_grad_norm": None,
+    # per optimizer step: `norm` (global L2 norm of the gradients) or `value` (each element)
+    "gradient_clip": {"algorithm": "norm", "max": None},
+    "precision": None,  # None → trainer.precision; 32-true, bf16-mixed, 16-mixed, ...
     # LPIPS needs pretrained VGG16 weights that cannot always be downloaded: `required` stops
     # naming the file to place, `auto` trains without the term and records it, `off` never loads
     "perceptual": "auto",
@@ -66,6 +68,7 @@ MOVED_KEYS = {
     "optimizer": "optimizers.codec",
     "disc_optimizer": "optimizers.disc",
     "frequency_table_from": "callbacks.frequency_table.start",
+    "clip_grad_norm": "gradient_clip.max",  # with the default algorithm, norm
 }
 
 
@@ -190,7 +193,7 @@ def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     from gicl.data.config import DATA_DEFAULTS
     from gicl.training.options import defaults, whole_keys
 
-    allowed = {"name", "description", "plugins", "codec", "data", "trainer", "stages", "profiles"}
+    allowed = {"name", "description", "plugins", "why", "codec", "data", "trainer", "stages", "profiles"}
     for key in raw:
         if key not in allowed:
             raise _unknown(key, sorted(allowed))
@@ -211,11 +214,26 @@ def _normalise(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         "name": raw.get("name", path.stem),
         "description": raw.get("description", ""),
         "plugins": list(raw.get("plugins") or []),
+        "why": _why(raw.get("why"), path),
         "codec": codec,
         "data": merge(DATA_DEFAULTS, raw.get("data") or {}, "data"),
         "trainer": merge(TRAINER_DEFAULTS, raw.get("trainer") or {}, "trainer"),
         "stages": stages,
     }
+
+
+def _why(value: Any, path: Path) -> dict[str, str]:
+    """The recipe's reasons for its training protocol (gicl.protocol.ASPECTS → text)."""
+    from gicl.protocol import ASPECTS
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise RecipeError(f"{path}: 'why' must map protocol aspects to reasons (text)")
+    for key in value:
+        if key not in ASPECTS:
+            raise _unknown(f"why.{key}", list(ASPECTS))
+    return dict(value)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -351,6 +369,7 @@ def validate(config: dict[str, Any]) -> None:
             raise RecipeError(f"{where}.perceptual must be required, auto or off")
         if not isinstance(stage["max_steps"], int) or stage["max_steps"] < 1:
             raise RecipeError(f"{where}.max_steps must be a positive integer (iterations)")
+        _check_training_choices(stage, where)
         SCHEDULERS.check(stage["scheduler"]["name"], f"{where}.scheduler.name")
         for opt_name, opt in (stage.get("optimizers") or {}).items():
             OPTIMIZERS.check(opt["name"], f"{where}.optimizers.{opt_name}.name")
@@ -361,6 +380,38 @@ def validate(config: dict[str, Any]) -> None:
             if not isinstance(cb_options, dict):
                 raise RecipeError(f"{where}.callbacks.{cb_name} must be a mapping of options or false")
             _check_keywords(CALLBACKS.keywords(cb_name), cb_options, f"{where}.callbacks.{cb_name}")
+
+
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+CLIP_ALGORITHMS = ("norm", "value")
+
+
+def _check_training_choices(stage: dict[str, Any], where: str) -> None:
+    """Clipping, precision and the loss's scale and LPIPS choice: one line per bad value."""
+    from gicl.losses.reconstruction import check_pixel_range
+
+    clip = stage["gradient_clip"]
+    if not isinstance(clip, dict) or clip.get("algorithm") not in CLIP_ALGORITHMS:
+        raise RecipeError(f"{where}.gradient_clip.algorithm must be one of {', '.join(CLIP_ALGORITHMS)}")
+    if clip["max"] is not None and (isinstance(clip["max"], bool)
+                                    or not isinstance(clip["max"], int | float) or clip["max"] <= 0):
+        raise RecipeError(f"{where}.gradient_clip.max must be a positive number or null (no clipping)")
+    if stage["precision"] is not None and str(stage["precision"]) not in PRECISIONS:
+        raise RecipeError(f"{where}.precision must be null (trainer.precision) or one of "
+                          f"{', '.join(PRECISIONS)}; got {stage['precision']!r}")
+    loss = stage.get("loss") or {}
+    if "pixel_range" in loss:
+        try:
+            check_pixel_range(loss["pixel_range"], f"{where}.loss.pixel_range")
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
+    if "lpips" in loss:
+        from gicl.losses.lpips_choices import LPIPS_INPUTS, LPIPS_NETS
+
+        for key, allowed in (("net", LPIPS_NETS), ("input", LPIPS_INPUTS)):
+            if loss["lpips"][key] not in allowed:
+                raise RecipeError(f"{where}.loss.lpips.{key} must be one of {', '.join(allowed)}; "
+                                  f"got {loss['lpips'][key]!r}")
 
 
 def dump(config: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from gicl.codecs.base import Codec, build_codec
 from gicl.errors import RecipeError, UserError
 from gicl.losses.perceptual import perceptual_for_policy
 from gicl.model_file import load_codec_weights, save_model_file
+from gicl.protocol import stage_protocol
 from gicl.recipes import MOVED_KEYS, dump, init_spec, load_yaml, stage_codec
 from gicl.registry import CALLBACKS, MODULES
 from gicl.training.context import StageContext
@@ -83,12 +84,23 @@ def process_count(trainer_cfg: dict[str, Any]) -> int:
     return count * int(trainer_cfg["num_nodes"])
 
 
+def _on_gpu(trainer_cfg: dict[str, Any]) -> bool:
+    return torch.cuda.is_available() and trainer_cfg["accelerator"] in ("auto", "gpu", "cuda")
+
+
+def stage_precision(trainer_cfg: dict[str, Any], stage: dict[str, Any]) -> str:
+    """The stage's `precision`, else the trainer's; `auto` is bf16-mixed on GPUs and 32-true
+    on CPUs. Recorded in the stage's config.yaml (runtime) and its model file's meta."""
+    precision = stage["precision"] or trainer_cfg["precision"]
+    if precision == "auto":
+        precision = "bf16-mixed" if _on_gpu(trainer_cfg) else "32-true"
+    return str(precision)
+
+
 def build_trainer(trainer_cfg: dict[str, Any], stage: dict[str, Any], stage_dir: Path,
                   callbacks: list[L.Callback]) -> L.Trainer:
-    on_gpu = torch.cuda.is_available() and trainer_cfg["accelerator"] in ("auto", "gpu", "cuda")
-    precision = trainer_cfg["precision"]
-    if precision == "auto":
-        precision = "bf16-mixed" if on_gpu else "32-true"
+    on_gpu = _on_gpu(trainer_cfg)
+    precision = stage_precision(trainer_cfg, stage)
     strategy: Any = trainer_cfg["strategy"]
     if strategy in ("auto", "ddp") and process_count(trainer_cfg) > 1:
         # GAN stages use the discriminator in the generator step and not the codec in the
@@ -207,9 +219,12 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     init_weights(codec, stage, name, previous)
     freeze(codec, stage["frozen"], f"stages.{name}.frozen")
     check_train_point(codec, stage.get("train_point"), f"stages.{name}.train_point")
-    weight = stage.get("loss", {}).get("perceptual", 0)  # modules without LPIPS have none
-    perceptual, status = perceptual_for_policy(stage["perceptual"], weight)
-    saved = dict(config, runtime={"stage": name, "perceptual": status})
+    loss = stage.get("loss", {})  # modules without LPIPS have no perceptual weight
+    lpips = loss.get("lpips", {})
+    perceptual, status = perceptual_for_policy(stage["perceptual"], loss.get("perceptual", 0),
+                                               lpips.get("net", "vgg"), lpips.get("input", "standard"))
+    precision = stage_precision(tcfg, stage)
+    saved = dict(config, runtime={"stage": name, "perceptual": status, "precision": precision})
     atomic_write_bytes(cfg_path, dump(saved).encode())
 
     ckpt_dir = stage_dir / "checkpoints"
@@ -233,6 +248,8 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     last = resume_checkpoint(stage_dir, restart)
     # logged once the stage is set up: a bad init file or train_point is the only line
     log.info("stage %s: training %d iterations in %s", name, stage["max_steps"], stage_dir)
+    for label, value, _ in stage_protocol(config, name):
+        log.info("stage %s: %-10s %s", name, label, value)
     if last is not None:
         log.info("stage %s: resuming from %s", name, last)
     if tcfg["compile"]:
@@ -243,7 +260,7 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     if trainer.is_global_zero:
         save_model_file(codec, stage_dir / "final.pt",
                         {"recipe": config["name"], "stage": name, "iteration": module.iteration,
-                         "plugins": config["plugins"]})
+                         "plugins": config["plugins"], "training_precision": precision})
         atomic_write_bytes(stage_dir / "done", f"{module.iteration}\n".encode())
     trainer.strategy.barrier("gicl-stage-done")
     return True

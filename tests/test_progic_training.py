@@ -31,7 +31,8 @@ def test_training_loss_is_the_lambda_weighted_sum_of_stage_terms(torch_home):
     for k, lam in enumerate(stage_weights(5, w["p"]), 1):
         out = codec(x, {"stages": k})
         torch.testing.assert_close(out.x_hat, recons[k - 1], rtol=1e-4, atol=1e-5)
-        rec = w["l1"] * (x - out.x_hat).abs().mean() + w["perceptual"] * module.perceptual(x, out.x_hat)
+        l1 = ((2 * x - 1) - (2 * out.x_hat - 1)).abs().mean()  # on the recipe's [-1, 1]
+        rec = w["l1"] * l1 + w["perceptual"] * module.perceptual(x, out.x_hat)
         g = generator_loss(module.discriminator(out.x_hat))
         adv = w["adv"] * adaptive_weight(rec, g, codec.last_decoder_layer()) * g
         codebooks = sum(out.stage_losses[:k])  # L_cb of x̂_k's codebooks

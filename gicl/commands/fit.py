@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_recipe_arguments(p)
     p.add_argument("--stage", help="run only this stage (its predecessors must be done)")
     p.add_argument("--run-dir", type=Path, help="default: runs/<recipe>/<profile>")
-    p.add_argument("--print-config", action="store_true", help="print the resolved YAML and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved YAML and the training protocol (crop, clipping, precision, "
+                        "loss scale, LPIPS, VQ loss, EMA, each with its reason), and exit")
     p.add_argument("--restart", action="store_true",
                    help="train unfinished stages from their start, not from checkpoints/last.ckpt "
                         "(which is kept as last.ckpt.bak); done stages are still skipped")
@@ -25,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = resolve(args.recipe, args.profile, args.overrides)
     if args.print_config:
-        print(dump(config), end="")
+        from gicl.protocol import protocol_text
+
+        print(dump(config) + protocol_text(config), end="")
         return 0
     from gicl.logs import setup_logging
 

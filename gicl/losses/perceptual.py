@@ -18,13 +18,9 @@ from torch import Tensor, nn
 
 from gicl.errors import UserError
 from gicl.loading import hub_checkpoints_dir, verify_hub_weights
+from gicl.losses.lpips_choices import BACKBONE_FILES, LPIPS_INPUTS
 
 log = logging.getLogger("gicl")
-
-BACKBONE_FILES = {
-    "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
-    "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
-}
 
 
 def backbone_path(net: str) -> Path:
@@ -52,12 +48,15 @@ def load_lpips(net: str = "vgg") -> nn.Module:
     return model
 
 
-class PerceptualLoss(nn.Module):
-    """LPIPS(x, x̂) for images in [0, 1] (mapped to [−1, 1] as LPIPS expects)."""
 
-    def __init__(self, net: str = "vgg") -> None:
+
+class PerceptualLoss(nn.Module):
+    """LPIPS(x, x̂) for images in [0, 1], mapped to what LPIPS sees by `input` (LPIPS_INPUTS)."""
+
+    def __init__(self, net: str = "vgg", input: str = "standard") -> None:
         super().__init__()
         self.lpips = load_lpips(net)
+        self.scale, self.offset = LPIPS_INPUTS[input]
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
@@ -65,18 +64,19 @@ class PerceptualLoss(nn.Module):
         return self
 
     def forward(self, x: Tensor, x_hat: Tensor) -> Tensor:
-        return self.lpips(x_hat * 2 - 1, x * 2 - 1).mean()
+        return self.lpips(x_hat * self.scale + self.offset, x * self.scale + self.offset).mean()
 
 
-def perceptual_for_policy(policy: str, weight: float) -> tuple[PerceptualLoss | None, str]:
+def perceptual_for_policy(policy: str, weight: float, net: str = "vgg",
+                          input: str = "standard") -> tuple[PerceptualLoss | None, str]:
     """Build the loss as the stage's policy says; returns (loss or None, status for the config)."""
     if policy == "off" or weight == 0:
         return None, "off"
-    if policy == "auto" and not backbone_path("vgg").is_file():
-        status = f"disabled (perceptual: auto): {missing_weights_message('vgg')}"
+    if policy == "auto" and not backbone_path(net).is_file():
+        status = f"disabled (perceptual: auto): {missing_weights_message(net)}"
         log.warning("training WITHOUT the LPIPS term: %s", status)
         return None, status
-    loss = PerceptualLoss()
+    loss = PerceptualLoss(net, input)
     if not loss.lpips.verified_weights:
-        return loss, f"on, with UNVERIFIED backbone weights {backbone_path('vgg')} (not LPIPS)"
-    return loss, "on"
+        return loss, f"on, with UNVERIFIED backbone weights {backbone_path(net)} (not LPIPS)"
+    return loss, f"on (LPIPS-{net}, input {input})"

@@ -89,9 +89,12 @@ class CodecTraining(L.LightningModule):
         return loss.detach()
 
     def clip(self, opt: Any) -> None:
-        if self.stage["clip_grad_norm"]:
-            self.clip_gradients(opt, gradient_clip_val=self.stage["clip_grad_norm"],
-                                gradient_clip_algorithm="norm")
+        """The stage's `gradient_clip`: by global norm, or every element by value (the
+        official Control-GIC config: `gradient_clip_algorithm: value`, 1.0)."""
+        clip = self.stage["gradient_clip"]
+        if clip["max"]:
+            self.clip_gradients(opt, gradient_clip_val=clip["max"],
+                                gradient_clip_algorithm=clip["algorithm"])
 
     # -- iterations ------------------------------------------------------------------------
     def end_iteration(self, batch: dict[str, Tensor]) -> None:

@@ -24,6 +24,7 @@ from gicl.evaluation.file_points import FilePoints, rd_means
 from gicl.images import from_uint8
 from gicl.losses.adversarial import adaptive_weight, generator_loss, hinge_d_loss
 from gicl.losses.perceptual import PerceptualLoss
+from gicl.losses.reconstruction import to_pixel_range
 from gicl.nn.discriminator import NLayerDiscriminator
 from gicl.training.base import CodecTraining
 from gicl.training.context import StageContext
@@ -61,15 +62,19 @@ class GANTraining(CodecTraining):
 
     # -- losses ------------------------------------------------------------------------
     def distortion(self, x: Tensor, x_hat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Weighted L1 + MSE + LPIPS: the reconstruction term the adaptive weight balances."""
+        """Weighted L1 + MSE + LPIPS: the reconstruction term the adaptive weight balances.
+        L1 and MSE are taken on `loss.pixel_range` (gicl.losses.reconstruction); LPIPS maps
+        its input itself (`loss.lpips.input`)."""
         w = self.weights
         logs: dict[str, Tensor] = {}
         total = x.new_zeros(())
+        if w["l1"] or w["mse"]:
+            xs, xs_hat = (to_pixel_range(t, w["pixel_range"]) for t in (x, x_hat))
         if w["l1"]:
-            logs["l1"] = (x - x_hat).abs().mean()
+            logs["l1"] = (xs - xs_hat).abs().mean()
             total = total + w["l1"] * logs["l1"]
         if w["mse"]:
-            logs["mse"] = F.mse_loss(x_hat, x)
+            logs["mse"] = F.mse_loss(xs_hat, xs)
             total = total + w["mse"] * logs["mse"]
         if self.perceptual is not None and w["perceptual"]:
             logs["lpips_loss"] = self.perceptual(x, x_hat)

@@ -61,10 +61,25 @@ class DiscriminatorOptions:
 
 
 @dataclass
+class LPIPSOptions:
+    """Which LPIPS the `perceptual` term uses (gicl.losses.perceptual): `net` vgg | alex;
+    `input` standard (LPIPS sees images in [−1, 1], its convention) | official_cgic (the
+    official Control-GIC loss: `normalize=True` applied to data already in [−1, 1], so
+    LPIPS sees [−3, 1])."""
+
+    net: str = "vgg"
+    input: str = "standard"
+
+
+@dataclass
 class GANLoss:
     l1: float = 1.0  # ‖x − x̂‖₁ weight (GLC eq. 3, ProGIC eq. 6)
     mse: float = 0.0  # MSE weight (Control-GIC eq. 6)
-    perceptual: float = 1.0  # LPIPS-VGG weight
+    perceptual: float = 1.0  # LPIPS weight
+    # the range x and x̂ are mapped to before L1/MSE (gicl.losses.reconstruction): [−1, 1],
+    # where the taming-lineage weights (VQGAN, Control-GIC, ProGIC) were tuned
+    pixel_range: list[float] = field(default_factory=lambda: [-1.0, 1.0], metadata={"whole": True})
+    lpips: LPIPSOptions = field(default_factory=LPIPSOptions)
     adv: float = 0.8  # discriminator weight on the generator loss (GLC: 0.8)
     adaptive: bool = True  # taming's adaptive weight times `adv`; False → fixed `adv`
     disc_start: int = 0  # iteration from which GAN terms are on
