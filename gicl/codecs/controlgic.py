@@ -145,7 +145,7 @@ class StreamEstimate:
     with the default router). code_length: expected bits per index under the model's table,
     Σ f_k ℓ_k / Σ f_k. pixels: h·w of the image (unpadded), what bpp divides by. The real
     payload differs by how far the image's own index statistics are from the table's
-    average, and by each index section's padding to a whole byte (docs/controlgic.md).
+    average, and by each section's padding to a whole byte (docs/controlgic.md).
     """
 
     mask_bits: int
@@ -590,9 +590,10 @@ class ControlGIC(Codec):
     def stream_estimate(self, ratios: Sequence[float], h: int, w: int,
                         code_length: float | None = None) -> StreamEstimate:
         """The stream's bits for an h×w image at `ratios` (r₁, r₂, r₃), before encoding: the
-        token counts of the padded size's router (exact per image; with `router="official"`
-        its k − 1 rule and entropy ties route a few patches to a finer granularity), the mask bits they
-        imply and `expected_code_length()` per index (pass `code_length` to reuse one)."""
+        router's token counts for the size padded to 16 (exact per image; with
+        `router="official"` its k − 1 rule and entropy ties route a few patches differently),
+        the mask bits they imply and `expected_code_length()` per index (pass `code_length`
+        to reuse one across many estimates)."""
         r = self._check_ratios(ratios, "ratios")
         n16 = -(-h // self.multiple) * -(-w // self.multiple)
         coarse, medium = token_counts(r, n16)
