@@ -184,11 +184,12 @@ def test_range_coder_option(tiny, kodak):
     assert ideal <= range_bits <= ideal + 3 * 64  # ≤ two 32-bit words per section
 
 
-def test_point_for_bpp_theoretical_and_exact(tiny, kodak):
+def test_point_for_bpp_estimate_and_exact(tiny, kodak):
     paper = build_codec({**TINY, "n_embed": 1024})  # K = 1024 and no table yet: L = 10.3875
     assert paper.mean_code_length() == 10.3875
-    for anchor in CURVE[1:-1]:
-        point = paper.point_for_bpp(theoretical_bpp(anchor), 512, 768)
+    assert paper.expected_code_length() == 10.0  # the uniform table's code: 10 bits an index
+    for anchor in CURVE[1:-1]:  # the default search follows the stream estimate
+        point = paper.point_for_bpp(paper.stream_estimate(anchor, 512, 768).bpp, 512, 768)
         assert point["ratios"] == list(anchor)
     points = paper.operating_points()
     bpps = [theoretical_bpp(p["ratios"]) for p in points]

@@ -172,6 +172,12 @@ class Codec(nn.Module):
         best = min(range(len(rates)), key=lambda i: abs(rates[i] - bpp))
         return self.operating_points()[best]
 
+    def estimate_bpp(self, point: dict[str, Any], h: int, w: int) -> float | None:
+        """The payload bpp the codec's rate control expects for an h×w image at `point`,
+        known before encoding (`gicl compress --bpp` prints it beside the real payload);
+        None for codecs without such an estimate."""
+        return None
+
     def compress(self, x: Tensor, point: dict[str, Any] | None = None) -> EncodedImage:
         raise NotImplementedError
 

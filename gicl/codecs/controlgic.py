@@ -54,20 +54,28 @@ keeps a nonzero count.
 Rate control (appendix A.3): `theoretical_bpp` is eq. 12–13. L there is "the average code
 length of all indices", 10.3875 for K = 1024 — larger than log₂ 1024 = 10, which only the
 unweighted mean over the K indices of a Huffman code can be; `mean_code_length` computes
-that from the model's table (and returns 10.3875 before any table is accumulated).
-`point_for_bpp` searches a one-parameter curve of ratio triples through the paper's Table 2
-rows (from all-coarse to all-fine), so every bpp maps to one documented triple; with
-`exact=True` it searches the same curve by real encoding of the given image.
+that from the model's table (and returns 10.3875 before any table is accumulated). Its mask
+term (4r₁ + r₂)/256 is not what this stream writes ((5 − 4r₃)/256, above), and L weighs
+every index alike, so `stream_estimate` gives the rate control its numbers instead: for an
+image size and ratios, the mask bits exactly (the router's per-image counts are exact) and
+the index bits as the coded tokens times the code's expected length under the model's table
+(Σ f_k ℓ_k / Σ f_k). `point_for_bpp` searches a one-parameter curve of ratio triples
+through the paper's Table 2 rows (from all-coarse to all-fine), so every bpp maps to one
+documented triple, by the stream estimate; with `exact=True` it searches the same curve by
+real encoding of the given image.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from gicl.codecs.base import (
@@ -79,7 +87,7 @@ from gicl.codecs.base import (
     symbols_checksum,
     verify_symbols,
 )
-from gicl.codecs.routing import ROUTER_RULES, Masks, patch_entropies, route
+from gicl.codecs.routing import ROUTER_RULES, Masks, patch_entropies, route, token_counts
 from gicl.entropy import fixed
 from gicl.entropy.huffman import HuffmanCode
 from gicl.entropy.static_range import StaticRangeCoder
@@ -121,6 +129,37 @@ def theoretical_bpp(ratios: Sequence[float], L: float = PAPER_L) -> float:
     """Eq. 12–13: bpp of indices L/256·(16r₁ + 4r₂ + r₃) plus masks (4r₁ + r₂)/256."""
     r1, r2, r3 = ratios
     return L / 256 * (16 * r1 + 4 * r2 + r3) + (4 * r1 + r2) / 256
+
+
+def mask_section_bits(n16: int | Tensor, coarse: int | Tensor) -> int | Tensor:
+    """Raw mask bits of one image with N₁₆ patches, n₃ of them coarse: m₃ (N₁₆ bits), then m₂
+    for the N₈ − 4·n₃ = 4·N₁₆ − 4·n₃ cells that no coarse patch covers."""
+    return 5 * n16 - 4 * coarse
+
+
+@dataclass(frozen=True)
+class StreamEstimate:
+    """What gicl's stream spends on one image at given ratios, known before encoding it.
+
+    mask_bits: the mask section's bits (exact). tokens: coded tokens per granularity (exact
+    with the default router). code_length: expected bits per index under the model's table,
+    Σ f_k ℓ_k / Σ f_k. pixels: h·w of the image (unpadded), what bpp divides by. The real
+    payload differs by how far the image's own index statistics are from the table's
+    average, and by each section's padding to a whole byte (docs/controlgic.md).
+    """
+
+    mask_bits: int
+    tokens: dict[str, int]
+    code_length: float
+    pixels: int
+
+    @property
+    def index_bits(self) -> float:
+        return sum(self.tokens.values()) * self.code_length
+
+    @property
+    def bpp(self) -> float:
+        return (self.mask_bits + self.index_bits) / self.pixels
 
 
 def curve_ratios() -> list[tuple[float, float, float]]:
@@ -364,11 +403,23 @@ class ControlGIC(Codec):
     def coder(self) -> HuffmanCode | StaticRangeCoder:
         return self._table_coder(self.entropy_coder)
 
-    def symbol_bits(self, device: torch.device) -> Tensor:
+    def _symbol_costs(self) -> NDArray[np.float64]:
         """(K,) bits each index costs: Huffman code lengths, or −log₂ p for the range coder."""
         c = self.coder()
-        bits = c.lengths if isinstance(c, HuffmanCode) else c.information
-        return torch.as_tensor(bits, dtype=torch.float32).to(device, non_blocking=True)
+        return np.asarray(c.lengths if isinstance(c, HuffmanCode) else c.information, np.float64)
+
+    def symbol_bits(self, device: torch.device) -> Tensor:
+        """`_symbol_costs` as a float32 tensor on `device` (the training rate)."""
+        return torch.as_tensor(self._symbol_costs(), dtype=torch.float32).to(device, non_blocking=True)
+
+    def expected_code_length(self) -> float:
+        """Bits per coded index expected under the table: Σ f_k ℓ_k / Σ f_k (ℓ_k: the code's
+        cost of index k). Unlike eq. 12's L this weighs each index by how often it is coded,
+        so it is what a stream of table-distributed indices costs (an all-zero table, never
+        counted, weighs the indices alike)."""
+        table = self.index_frequencies.detach().cpu().numpy().astype(np.float64)
+        weights = table if table.sum() > 0 else np.ones_like(table)
+        return float((weights * self._symbol_costs()).sum() / weights.sum())
 
     def mean_code_length(self) -> float:
         """Eq. 12's L: the mean Huffman code length over all K indices (unweighted, as the
@@ -437,8 +488,7 @@ class ControlGIC(Codec):
     @staticmethod
     def mask_bits(masks: Masks) -> Tensor:
         """Raw mask bits per image: m₃ everywhere, m₂ where no coarse patch is (B,)."""
-        n16 = masks.coarse[0].numel()
-        return (5 * n16 - 4 * masks.coarse.flatten(1).sum(1)).float()
+        return mask_section_bits(masks.coarse[0].numel(), masks.coarse.flatten(1).sum(1)).float()
 
     def forward(self, x: Tensor, point: dict[str, Any] | None = None) -> CodecOutput:
         """Rate: bits per image of each index section (Huffman code lengths or range-coder
@@ -500,7 +550,7 @@ class ControlGIC(Codec):
     def _read_masks(self, data: bytes, h16: int, w16: int) -> tuple[Masks, Tensor]:
         n16 = h16 * w16
         coarse = fixed.unpack(data, 1, n16, exact=False).bool().view(1, 1, h16, w16)
-        n_bits = 5 * n16 - 4 * int(coarse.sum())
+        n_bits = mask_section_bits(n16, int(coarse.sum()))
         bits = fixed.unpack(data, 1, n_bits)
         if len(data) != fixed.packed_bits(n_bits, 1) // 8:
             raise BitstreamError("the mask section has trailing bytes: the file is corrupted")
@@ -537,19 +587,41 @@ class ControlGIC(Codec):
     def operating_points(self) -> list[dict[str, Any]]:
         return [{"ratios": list(r)} for r in OPERATING_RATIOS]
 
+    def stream_estimate(self, ratios: Sequence[float], h: int, w: int,
+                        code_length: float | None = None) -> StreamEstimate:
+        """The stream's bits for an h×w image at `ratios` (r₁, r₂, r₃), before encoding: the
+        router's token counts for the size padded to 16 (exact per image; with
+        `router="official"` its k − 1 rule and entropy ties route a few patches differently),
+        the mask bits they imply and `expected_code_length()` per index (pass `code_length`
+        to reuse one across many estimates)."""
+        r = self._check_ratios(ratios, "ratios")
+        n16 = -(-h // self.multiple) * -(-w // self.multiple)
+        coarse, medium = token_counts(r, n16)
+        fine = 4 * (4 * n16 - 4 * coarse - medium)  # four 4×4 tokens per fine 8×8 cell
+        return StreamEstimate(
+            mask_bits=int(mask_section_bits(n16, coarse)),
+            tokens={"coarse": coarse, "medium": medium, "fine": fine},
+            code_length=self.expected_code_length() if code_length is None else code_length,
+            pixels=h * w,
+        )
+
+    def estimate_bpp(self, point: dict[str, Any], h: int, w: int) -> float:
+        return self.stream_estimate(self._ratios(point), h, w).bpp
+
     def point_for_bpp(
         self, bpp: float, h: int, w: int, *, exact: bool = False, x: Tensor | None = None
     ) -> dict[str, Any]:
         """Ratios on the rate-control curve whose bpp is nearest to `bpp`.
 
-        Default: eq. 12–13 with L = `mean_code_length()` (size-independent, as in the paper).
-        exact=True: real encoding of `x` (1, 3, h, w), bisecting the curve (bpp grows along
-        it) and returning the evaluated point nearest to the target.
+        Default: the stream estimate for an h×w image (`stream_estimate`: exact mask bits,
+        coded tokens × the table's expected code length). exact=True: real encoding of `x`
+        (1, 3, h, w), bisecting the curve (bpp grows along it) and returning the evaluated
+        point nearest to the target.
         """
         grid = curve_ratios()
         if not exact:
-            L = self.mean_code_length()
-            best = min(grid, key=lambda r: abs(theoretical_bpp(r, L) - bpp))
+            length = self.expected_code_length()
+            best = min(grid, key=lambda r: abs(self.stream_estimate(r, h, w, length).bpp - bpp))
             return {"ratios": list(best)}
         if x is None or tuple(x.shape) != (1, 3, h, w):
             raise ValueError("point_for_bpp(exact=True) needs the image x of shape (1, 3, h, w)")

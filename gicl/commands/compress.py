@@ -40,8 +40,13 @@ def run(args: argparse.Namespace) -> int:
     data, encoded = codec_io.encode(model, x, point)
     ms = (time.perf_counter() - start) * 1e3
     write_file(args.out, data)
+    payload_bpp = codec_io.payload_bits(encoded) / (h * w)
     print(f"{args.out}: {len(data)} bytes, {w}x{h}, {len(data) * 8 / (h * w):.6f} bpp "
-          f"(payload {codec_io.payload_bits(encoded) / (h * w):.6f} bpp), "
+          f"(payload {payload_bpp:.6f} bpp), "
           f"{len(encoded.sections)} section(s), point {json.dumps(point)}, "
           f"encode {ms:.1f} ms")
+    estimate = model.codec.estimate_bpp(point, h, w) if args.bpp is not None else None
+    if estimate is not None:  # what --bpp chose by, beside what the stream really took
+        print(f"rate control: target {args.bpp:g} bpp, estimate {estimate:.6f} bpp, "
+              f"real payload {payload_bpp:.6f} bpp")
     return 0

@@ -34,7 +34,8 @@ class CodecTraining(L.LightningModule):
         self.perceptual = perceptual
         self.context = context or StageContext(max_steps=stage["max_steps"])
         self.iteration = 0
-        self.last_output: CodecOutput | None = None
+        self.iteration_index_counts: Tensor | None = None
+        self.last_output = None
         self.rd_rows: list[dict[str, float]] = []
         self.rd_images: dict[Any, Tensor] = {}
         self.optimizer_names: list[str] = []
@@ -96,6 +97,24 @@ class CodecTraining(L.LightningModule):
             self.clip_gradients(opt, gradient_clip_val=clip["max"],
                                 gradient_clip_algorithm=clip["algorithm"])
 
+    # -- the forward passes of an iteration --------------------------------------------------
+    @property
+    def last_output(self) -> CodecOutput | None:
+        """The CodecOutput of the last training forward pass (None before the first)."""
+        return self._last_output
+
+    @last_output.setter
+    def last_output(self, out: CodecOutput | None) -> None:
+        """Every training module sets this after each codec forward; an iteration may run
+        several (micro-batches, GLC's quality rows), so their `index_counts` are also summed
+        here into `iteration_index_counts` (reset when a batch starts): token statistics
+        such as Control-GIC's frequency table then see the whole batch, not its last chunk."""
+        self._last_output = out
+        if out is not None and out.index_counts is not None:
+            counts = out.index_counts.detach()
+            total = self.iteration_index_counts
+            self.iteration_index_counts = counts.clone() if total is None else total + counts
+
     # -- iterations ------------------------------------------------------------------------
     def end_iteration(self, batch: dict[str, Tensor]) -> None:
         """Count the iteration; stop after exactly `max_steps`."""
@@ -108,6 +127,7 @@ class CodecTraining(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        self.iteration_index_counts = None
         if self.iteration >= self.stage["max_steps"]:  # resumed after the last iteration
             self.trainer.should_stop = True
             return -1

@@ -34,6 +34,8 @@ class TrainingView(Protocol):
     codec: the codec being trained.
     context: the stage's StageContext.
     last_output: the CodecOutput of the last training forward pass (None before the first).
+    iteration_index_counts: (K,) coded tokens per codeword summed over every forward pass of
+    the current iteration (all micro-batches), or None when the codec reports no counts.
     rd_rows / rd_images: the last validation's rate–distortion rows, one per image and
     operating point ({"point", "image", "bpp": file bpp of the real container, metric:
     value}, gicl.evaluation.file_points), and the first image's decoded pixels per operating
@@ -45,6 +47,7 @@ class TrainingView(Protocol):
     codec: Codec
     context: StageContext
     last_output: CodecOutput | None
+    iteration_index_counts: Tensor | None
     rd_rows: list[dict[str, float]]
     rd_images: dict[Any, Tensor]
 
