@@ -221,6 +221,7 @@ CALLBACKS = Registry("callback")
 CODECS.register("vqgan", "gicl.codecs.vqgan:VQGAN")
 CODECS.register("progic", "gicl.codecs.progic:ProGIC")
 CODECS.register("controlgic", "gicl.codecs.controlgic:ControlGIC", callbacks=("frequency_table",))
+CODECS.register("hvq_cgic", "gicl.codecs.hvq_cgic:HVQCGIC", callbacks=("static_baseline",))
 
 # Training modules. meta: `options` = the Lightning-free dataclass of the module's own stage
 # keys (gicl.training.options), read by the recipe validator without importing the module.
@@ -246,6 +247,7 @@ SCHEDULERS.register("multistep", "gicl.training.optim:multistep")
 SCHEDULERS.register("cosine", "gicl.training.optim:cosine")
 
 CALLBACKS.register("frequency_table", "gicl.callbacks.frequency_table:FrequencyTable")
+CALLBACKS.register("static_baseline", "gicl.callbacks.static_baseline:StaticBaseline")
 CALLBACKS.register("codebook_usage", "gicl.callbacks.codebook:CodebookUsage")
 CALLBACKS.register("rd_curves", "gicl.callbacks.rd_curves:RDCurves")
 

@@ -165,3 +165,26 @@ def test_trained_hyperprior_file_matches_its_float_rate():
     float_ind = sum(float(rates[g][0]) for g in ("coarse", "medium", "fine"))
     print(f"\nR_ind float {float_ind:.1f} bits, integer tables {sum(table_bits.values()):.1f} bits")
     assert abs(sum(table_bits.values()) - float_ind) <= 0.01 * float_ind
+
+
+def test_bench_codec_reports_the_index_coder_at_both_codebook_sizes(codec):
+    """`gicl bench codec --recipe hvq_cgic`: probability-to-CDF, encode and decode times of the
+    locations the default point codes, at the model's K and at K = 16384 with the tail-floor."""
+    from conftest import run_cli
+
+    proc = run_cli("bench", "codec", "--recipe", "hvq_cgic", "--profile", "smoke", "--size", "64x48",
+                   "--repeats", "1", "--warmup", "0", "--no-flops", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    with torch.no_grad():
+        masks = codec(torch.rand(1, 3, 48, 64), r["point"]).extras["masks"]
+    coded = sum(int(m.sum()) for m in masks.values())
+    small, large = r["index_coding"]
+    assert (small["k"], small["tail_floor"]) == (64, False)
+    assert (large["k"], large["tail_floor"]) == (16384, True)
+    for c in (small, large):
+        assert c["locations"] == coded and c["round_trip"]
+        assert c["cdf_s"] > 0 and c["encode_s"] > 0 and c["decode_s"] > 0
+    assert "HyperVQ index coding, K = 16384 (tail-floor)" in run_cli(
+        "bench", "codec", "--recipe", "hvq_cgic", "--profile", "smoke", "--size", "64x48",
+        "--repeats", "1", "--warmup", "0", "--no-flops").stdout

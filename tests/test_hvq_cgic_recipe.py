@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli
+from events import scalars
 from PIL import Image
 
 from gicl.cli import main
 from gicl.codecs import build_codec
+from gicl.data import build_val_loader
+from gicl.evaluation import codec_io
 from gicl.images import read_image, to_uint8
 from gicl.model_file import load_model_file
 from gicl.recipes import resolve
@@ -26,8 +29,11 @@ KODAK = Path(__file__).parent / "fixtures" / "kodak"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("hvq_cgic")
-    proc = run_cli("fit", "--recipe", "hvq_cgic", "--profile", "smoke", "--run-dir", str(run_dir))
+    # stage B (6 iterations) validates once, at its end
+    proc = run_cli("fit", "--recipe", "hvq_cgic", "--profile", "smoke", "--run-dir", str(run_dir),
+                   "--set", "trainer.val_every_n_steps=6")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir / "stderr.log").write_text(proc.stderr)
     return run_dir
 
 
@@ -76,3 +82,24 @@ def test_stage_b_model_round_trips_through_the_cli(run, tmp_path, capsys, monkey
     with torch.no_grad():
         expected = to_uint8(codec(read_image(image), point).x_hat.clamp(0, 1))
     assert torch.equal(to_uint8(read_image(out)), expected)
+
+
+def test_stage_b_validation_compares_file_rates_with_the_static_table(run):
+    """The static_baseline callback: the backbone's static-Huffman file bpp of the same
+    validation images and points, next to HyperVQ's, in TensorBoard and the stage's log."""
+    logged = scalars(run / "hyperprior" / "tb")
+    config = resolve("hvq_cgic", "smoke")
+    model, payload = load_model_file(run / "hyperprior" / "final.pt")
+    backbone = codec_io.Model(model.backbone, "0" * 32, Path())
+    images = [batch["image"] for batch in build_val_loader(config["data"])][:1]  # val_batches: 1
+    points = model.operating_points()
+    for p, point in enumerate(points):
+        static = [len(codec_io.encode(backbone, x[None], point)[0]) * 8 / x[0].numel()
+                  for batch in images for x in batch]
+        (step, value), = logged[f"rd/static_bpp/point{p}"]
+        assert step == 6 and value == pytest.approx(sum(static) / len(static), rel=1e-6)
+        learned = logged[f"rd/bpp/point{p}"][0][1]
+        saving = logged[f"rd/saving_percent/point{p}"][0][1]
+        assert saving == pytest.approx(100 * (1 - learned / value), abs=1e-3)
+    log = (run / "stderr.log").read_text()
+    assert "| point | operating point | learned model, file bpp | static table, file bpp | saving |" in log

@@ -5,6 +5,11 @@ warm-up runs, then the median of `--repeats` timed runs of `compress` and of `de
 with the machine named so that figures from different machines are never compared blindly.
 FLOPs (= 2·MACs, `FlopCounterMode`, under `no_grad` — it fails under inference_mode on
 parametrized weights) are those of one `forward` at the codec's default operating point.
+
+Codecs that code their indices with HyperVQ (`hvq_cgic`) also get the index coder's own
+costs at this size and point (`gicl.entropy.hypervq_bench`): probability-to-CDF (snapping
+μ, σ and building the integer tables), range encoding and decoding of as many locations as
+the point codes per branch, at the codec's codebook size and at K = 16384 (tail-floor on).
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     codec = build_codec(config["codec"]).eval().to(device)
+    codec.update()  # the tables a model file carries (CompressAI bottlenecks need them to code)
     x = load_input(args.image, h, w).to(device)
 
     def sync() -> None:
@@ -114,6 +120,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             with FlopCounterMode(display=False) as counter:
                 codec(x, point)
             flops = counter.get_total_flops()
+        coding = index_coding_costs(codec, x, point)
     bits = 8 * sum(len(s) for s in encoded.sections)
     result = {
         "recipe": config["name"], "profile": args.profile, "overrides": args.overrides,
@@ -125,9 +132,28 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "compress_runs_ms": enc_ms, "decompress_runs_ms": dec_ms, "peak_rss_mb": rss,
         "machine": describe_machine(device),
     }
+    if coding:
+        result["index_coding"] = coding
     if device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
+
+
+LARGE_CODEBOOK = 16384  # HyperVQ's tail-floor regime (appendix B.3)
+
+
+def index_coding_costs(codec: Any, x: Any, point: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """HyperVQ index coding at the locations this image and point code, for the codec's K
+    and for K = 16384; [] for codecs without a HyperVQ entropy model."""
+    from gicl.entropy.hypervq import HyperVQ
+    from gicl.entropy.hypervq_bench import bench_anchor_coding
+
+    if not isinstance(getattr(codec, "hyperprior", None), HyperVQ):
+        return []
+    masks = codec(x, point).extras["masks"]
+    shapes = [(int(m.sum()), 1) for m in masks.values()]
+    k, d = codec.codebook().shape
+    return [bench_anchor_coding(size, shapes, d=d, device=x.device) for size in (k, LARGE_CODEBOOK)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  compress   {r['compress_ms']:9.1f} ms  (median of {r['repeats']}, "
           f"{r['warmup']} warm-up)")
     print(f"  decompress {r['decompress_ms']:9.1f} ms")
+    for c in r.get("index_coding", []):
+        print(f"  HyperVQ index coding, K = {c['k']}{' (tail-floor)' if c['tail_floor'] else ''}, "
+              f"{c['locations']} locations: probability-to-CDF {c['cdf_s'] * 1e3:.1f} ms, "
+              f"encode {c['encode_s'] * 1e3:.1f} ms, decode {c['decode_s'] * 1e3:.1f} ms "
+              f"(synthetic μ, σ; round trip {'ok' if c['round_trip'] else 'FAILED'})")
     print(f"  peak RSS   {r['peak_rss_mb']:9.0f} MB"
           + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""))
     print(f"  machine: {machine_line(m)}")

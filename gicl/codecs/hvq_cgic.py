@@ -159,6 +159,11 @@ class HVQCGIC(Codec):
         return b._decode(b._hybrid(zq, masks), masks, (h, w))
 
     # ---------------------------------------------------------------- the backbone's
+    def static_baseline(self) -> ControlGIC:
+        """The coding HyperVQ replaces: the backbone with its static Huffman table (the
+        `static_baseline` callback compares file rates with it at every validation)."""
+        return self.backbone
+
     def operating_points(self) -> list[dict[str, Any]]:
         return self.backbone.operating_points()
 
