@@ -138,8 +138,8 @@ def read_codec_weights(path: str | Path, raw: bool = False
     if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
         payload = read_model_file(path)
         if raw and payload["meta"].get("weights") == "ema":
-            raise UserError(f"{path} holds EMA weights only: export --raw from the stage's "
-                            "checkpoints/last.ckpt")
+            raise UserError(f"{path} is a model file with EMA weights only: pass the training "
+                            "checkpoint it came from (checkpoints/last.ckpt) for the raw ones")
         import_plugins(payload["meta"].get("plugins") or [])
         return payload["codec"], payload["state_dict"], payload["meta"]
     info = ckpt.get("gicl") if isinstance(ckpt, dict) else None

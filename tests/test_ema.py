@@ -17,7 +17,7 @@ from conftest import REPO, run_cli
 from test_compat import OLD_RUN, SAME
 
 from gicl.codecs.base import build_codec
-from gicl.errors import RecipeError
+from gicl.errors import RecipeError, UserError
 from gicl.evaluation.codec_io import codec_from_checkpoint
 from gicl.evaluation.file_points import FilePoints
 from gicl.model_file import save_model_file
@@ -183,6 +183,8 @@ def test_ema_codec_has_raw_buffers_and_validation_restores_resized_tables(tmp_pa
     exported, meta = codec_from_checkpoint(tmp_path / "last.ckpt", raw=True)
     assert meta["weights"] == "raw"
     assert all(torch.equal(p, raw[k]) for k, p in exported.named_parameters())
+    with pytest.raises(UserError, match="model file with EMA weights only: pass the training checkpoint"):
+        codec_from_checkpoint(tmp_path / "final.pt", raw=True)
 
 
 @pytest.mark.parametrize("key, value, message", [
