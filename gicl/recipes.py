@@ -53,7 +53,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "scheduler": {"name": "constant", "milestones": [], "gamma": 0.1, "warmup_steps": 0},
     "clip_grad_norm": None,
     # model EMA (timm ModelEmaV3, gicl.training.ema): decay null = off; the EMA copies the raw
-    # weights through iteration `start`, then averages every `every` iterations
+    # weights after iterations 1..start, then averages after every `every`-th iteration
     "ema": {"decay": None, "start": 0, "every": 1},
     # LPIPS needs pretrained VGG16 weights that cannot always be downloaded: `required` stops
     # naming the file to place, `auto` trains without the term and records it, `off` never loads

@@ -12,8 +12,7 @@ Subclasses write `training_step` (and may add optimizers by overriding `paramete
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import lightning as L
@@ -152,12 +151,10 @@ class CodecTraining(L.LightningModule):
                               "with, or start a new --run-dir")
 
     # -- EMA weights: what validation measures and final.pt holds ---------------------------
-    @contextmanager
-    def decoding_weights(self) -> Iterator[None]:
+    def decoding_weights(self) -> AbstractContextManager[None]:
         """Inside: the codec holds the weights its model file gets (the EMA parameters when
         EMA is on, with the raw buffers). After: exactly the raw training state again."""
-        with ema_applied(self.codec, self.ema):
-            yield
+        return ema_applied(self.codec, self.ema)
 
     def weights_meta(self) -> dict[str, Any]:
         """The model-file `meta` entries that say which weights it holds."""
