@@ -4,17 +4,20 @@ place that reads and writes codec weights (model files and the runner's checkpoi
 Schema, version 2 (a plain dict of tensors and builtins):
     format: "gicl-model"      version: 2
     codec: the codec's config (its recipe section), enough to rebuild it with build_codec
-    state_dict: the codec's weights and persistent buffers (frequency tables, CDF tables
-                that `Codec.update()` built: they travel here, with the weights)
+    state_dict: the weights the decoder uses and the persistent buffers (frequency tables,
+                CDF tables that `Codec.update()` built: they travel here, with the weights);
+                the EMA parameters when the stage kept a model EMA, else the raw ones
     fingerprint: SHA-256 (32 hex digits) over the config, the flags and every tensor's bytes,
                 so that a bitstream names the exact model it needs
-    meta: where it came from (recipe, stage, iteration, source checkpoint) and `plugins`,
-          the modules that register a codec defined outside gicl (imported before building)
+    meta: where it came from (recipe, stage, iteration, source checkpoint), `plugins`,
+          the modules that register a codec defined outside gicl (imported before building),
+          and `weights`: "ema" or "raw" (with `ema`: the EMA's decay, start, every)
     flags: behaviour switches a decoder must honour, by name ({} today)
     precision: the dtype of the floating-point weights ("float32", "bfloat16", ...)
-    ema_state_dict: an exponential-moving-average copy of state_dict, or None
-Version 1 files (no flags / precision / ema_state_dict) are read as version 2 with the
-defaults; their fingerprints are unchanged (empty flags are not hashed).
+Version 1 files (no flags / precision) are read as version 2 with the defaults; their
+fingerprints are unchanged (empty flags are not hashed). Version 2 files written before
+EMA training existed carry `ema_state_dict: None`, which the reader drops: a file holds one
+set of weights, the decoder's, and `meta.weights` names it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from gicl.registry import import_plugins
 MODEL_FORMAT = "gicl-model"
 MODEL_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+# where a runner checkpoint keeps the EMA copy of the codec: the training module's `ema`
+# (timm ModelEmaV3, gicl.training.ema), which holds the copy as its `module`
+CHECKPOINT_EMA_PREFIX = "ema.module."
 
 
 def fingerprint(codec_config: dict[str, Any], state_dict: dict[str, torch.Tensor],
@@ -63,7 +69,7 @@ def model_payload(codec: Codec, meta: dict[str, Any] | None = None,
     return {
         "format": MODEL_FORMAT, "version": MODEL_VERSION, "codec": codec.config,
         "state_dict": state, "fingerprint": fingerprint(codec.config, state, flags),
-        "meta": meta or {}, "flags": flags, "precision": _precision(state), "ema_state_dict": None,
+        "meta": meta or {}, "flags": flags, "precision": _precision(state),
     }
 
 
@@ -76,7 +82,8 @@ def save_model_file(codec: Codec, path: str | Path, meta: dict[str, Any] | None 
 
 def _upgrade(payload: dict[str, Any]) -> dict[str, Any]:
     """A version-1 payload with the version-2 fields at their defaults."""
-    out = {"flags": {}, "ema_state_dict": None, **payload}
+    out = {"flags": {}, **payload}
+    out.pop("ema_state_dict", None)  # always None in the files that have it
     out["meta"] = dict(out.get("meta") or {})
     out.setdefault("precision", _precision(payload["state_dict"]))
     out["version"] = MODEL_VERSION
@@ -110,11 +117,16 @@ def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> tup
     return codec.to(device).eval(), payload
 
 
-def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+def read_codec_weights(path: str | Path, raw: bool = False
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(codec config, codec state dict, meta) from a model file or a runner's Lightning
     checkpoint (codec weights under `codec.`, config in `ckpt["gicl"]`); one reader for
     `init:` in recipes and for `gicl export`. The plugins the file names are imported, so
-    the caller can build its codec."""
+    the caller can build its codec.
+
+    A checkpoint of a stage with a model EMA yields the EMA parameters (under
+    `CHECKPOINT_EMA_PREFIX`) with the raw buffers, as its `final.pt` holds them; `raw` the
+    raw parameters. `meta["weights"]` says which ("ema" or "raw")."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -125,6 +137,9 @@ def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
                         f"({type(e).__name__}): pass a stage's checkpoints/last.ckpt") from None
     if isinstance(ckpt, dict) and ckpt.get("format") == MODEL_FORMAT:
         payload = read_model_file(path)
+        if raw and payload["meta"].get("weights") == "ema":
+            raise UserError(f"{path} is a model file with EMA weights only: pass the training "
+                            "checkpoint it came from (checkpoints/last.ckpt) for the raw ones")
         import_plugins(payload["meta"].get("plugins") or [])
         return payload["codec"], payload["state_dict"], payload["meta"]
     info = ckpt.get("gicl") if isinstance(ckpt, dict) else None
@@ -133,6 +148,12 @@ def read_codec_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, torc
                         "or 'state_dict'): pass a stage's checkpoints/last.ckpt")
     state = {k[len("codec."):]: v for k, v in dict(ckpt["state_dict"]).items() if k.startswith("codec.")}
     meta = {k: info[k] for k in ("recipe", "stage", "plugins") if k in info}
+    ema = info.get("ema")
+    meta["weights"] = "ema" if ema and not raw else "raw"
+    if ema:
+        meta["ema"] = {k: v for k, v in ema.items() if k != "parameters"}
+        if not raw:
+            state.update({k: ckpt["state_dict"][CHECKPOINT_EMA_PREFIX + k] for k in ema["parameters"]})
     meta.update(source=str(path.resolve()), global_step=int(ckpt.get("global_step", -1)))
     import_plugins(meta.get("plugins") or [])
     return info["codec"], state, meta

@@ -54,6 +54,9 @@ STAGE_DEFAULTS: dict[str, Any] = {
     # per optimizer step: `norm` (global L2 norm of the gradients) or `value` (each element)
     "gradient_clip": {"algorithm": "norm", "max": None},
     "precision": None,  # None → trainer.precision; 32-true, bf16-mixed, 16-mixed, ...
+    # model EMA (timm ModelEmaV3, gicl.training.ema): decay null = off; the EMA copies the raw
+    # weights after iterations 1..start, then averages after every `every`-th iteration
+    "ema": {"decay": None, "start": 0, "every": 1},
     # LPIPS needs pretrained VGG16 weights that cannot always be downloaded: `required` stops
     # naming the file to place, `auto` trains without the term and records it, `off` never loads
     "perceptual": "auto",
@@ -343,6 +346,25 @@ def _check_keywords(accepted: set[str] | None, given: dict[str, Any], where: str
             raise RecipeError(f"unknown key '{where}.{key}' (known: {', '.join(sorted(accepted))})")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_ema(ema: Any, where: str) -> None:
+    """A stage's `ema` section: decay null (off) or in (0, 1), start ≥ 0, every ≥ 1."""
+    if not isinstance(ema, dict):
+        raise RecipeError(f"{where} must be a mapping {{decay, start, every}}, got {ema!r}")
+    decay = ema["decay"]
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float))
+                              or not 0 < decay < 1):
+        raise RecipeError(f"{where}.decay must be null (no EMA) or a number in (0, 1), e.g. 0.9999; "
+                          f"got {decay!r}")
+    if not _is_int(ema["start"]) or ema["start"] < 0:
+        raise RecipeError(f"{where}.start must be an integer ≥ 0 (iterations), got {ema['start']!r}")
+    if not _is_int(ema["every"]) or ema["every"] < 1:
+        raise RecipeError(f"{where}.every must be an integer ≥ 1 (iterations), got {ema['every']!r}")
+
+
 def validate(config: dict[str, Any]) -> None:
     """Checks that need more than key names: codec kwargs, module and callback names, types,
     stage references. Reads registrations and option declarations only: no torch."""
@@ -370,6 +392,7 @@ def validate(config: dict[str, Any]) -> None:
         if not isinstance(stage["max_steps"], int) or stage["max_steps"] < 1:
             raise RecipeError(f"{where}.max_steps must be a positive integer (iterations)")
         _check_training_choices(stage, where)
+        check_ema(stage["ema"], f"{where}.ema")
         SCHEDULERS.check(stage["scheduler"]["name"], f"{where}.scheduler.name")
         for opt_name, opt in (stage.get("optimizers") or {}).items():
             OPTIMIZERS.check(opt["name"], f"{where}.optimizers.{opt_name}.name")

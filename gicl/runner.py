@@ -258,9 +258,11 @@ def run_stage(config: dict[str, Any], name: str, stage_dir: Path, previous: Path
     if trainer.interrupted or module.iteration < stage["max_steps"]:
         return False
     if trainer.is_global_zero:
-        save_model_file(codec, stage_dir / "final.pt",
-                        {"recipe": config["name"], "stage": name, "iteration": module.iteration,
-                         "plugins": config["plugins"], "training_precision": precision})
+        with module.decoding_weights():  # the EMA weights when the stage keeps an EMA
+            save_model_file(codec, stage_dir / "final.pt",
+                            {"recipe": config["name"], "stage": name, "iteration": module.iteration,
+                             "plugins": config["plugins"], "training_precision": precision,
+                             **module.weights_meta()})
         atomic_write_bytes(stage_dir / "done", f"{module.iteration}\n".encode())
     trainer.strategy.barrier("gicl-stage-done")
     return True

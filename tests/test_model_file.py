@@ -28,11 +28,23 @@ def test_version_1_files_read_as_version_2_with_their_fingerprint(tmp_path, code
     torch.save(old, tmp_path / "v1.pt")
     payload = read_model_file(tmp_path / "v1.pt")
     assert payload["version"] == MODEL_VERSION == 2
-    assert payload["flags"] == {} and payload["ema_state_dict"] is None
+    assert payload["flags"] == {} and "ema_state_dict" not in payload
     assert payload["precision"] == "float32"
     new_print = save_model_file(codec, tmp_path / "v2.pt", {"recipe": "vqgan"})
     assert new_print == old["fingerprint"]  # same weights, no flags: same model identity
     assert fingerprint(codec.config, state, {"x": 1}) != old["fingerprint"]
+
+
+def test_version_2_files_with_the_old_ema_field_read_with_their_fingerprint(tmp_path, codec):
+    """Files written before EMA training carry `ema_state_dict: None`; new files drop it."""
+    fp = save_model_file(codec, tmp_path / "new.pt")
+    new = torch.load(tmp_path / "new.pt", weights_only=True)
+    assert "ema_state_dict" not in new
+    torch.save({**new, "ema_state_dict": None}, tmp_path / "old.pt")
+    old = read_model_file(tmp_path / "old.pt")
+    assert "ema_state_dict" not in old
+    assert old["fingerprint"] == fingerprint(old["codec"], old["state_dict"], old["flags"]) == fp
+    assert old["state_dict"].keys() == new["state_dict"].keys()
 
 
 def test_other_versions_are_one_clear_error(tmp_path, codec):

@@ -22,10 +22,11 @@ from gicl.errors import UserError
 STEPS, KILLS = 8, (4, 6)
 
 
-def fit_args(run_dir: Path, workers: int) -> list[str]:
+def fit_args(run_dir: Path, workers: int, ema: float | None = None) -> list[str]:
     return ["fit", "--recipe", "progic", "--profile", "smoke", "--run-dir", str(run_dir),
             "--set", f"stages.train.max_steps={STEPS}", "--set", "trainer.ckpt_every_n_steps=2",
-            "--set", f"data.num_workers={workers}"]
+            "--set", f"data.num_workers={workers}",
+            "--set", f"stages.train.ema.decay={'null' if ema is None else ema}"]
 
 
 def killed_after_checkpoint(iteration: int, args: list[str]) -> None:
@@ -39,16 +40,18 @@ def checkpoint(run_dir: Path) -> dict:
     return torch.load(run_dir / "train" / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_twice_killed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, workers):
-    straight = run_cli(*fit_args(tmp_path / "straight", workers))
+# with a model EMA (the second case) the EMA copy, the validation that swaps it in and out,
+# and final.pt (the EMA weights) must come out the same too
+@pytest.mark.parametrize("workers, ema", [(0, None), (2, 0.9)])
+def test_twice_killed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, workers, ema):
+    straight = run_cli(*fit_args(tmp_path / "straight", workers, ema))
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     run = tmp_path / "killed"
     for k in KILLS:
-        killed_after_checkpoint(k, fit_args(run, workers))
+        killed_after_checkpoint(k, fit_args(run, workers, ema))
         assert checkpoint(run)["gicl"]["iteration"] == k and not (run / "train" / "done").exists()
-    resumed = run_cli(*fit_args(run, workers))
+    resumed = run_cli(*fit_args(run, workers, ema))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr and "not resumable" not in resumed.stderr
 
@@ -58,6 +61,9 @@ def test_twice_killed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, w
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     ca, cb = checkpoint(tmp_path / "straight"), checkpoint(run)
     assert ca["gicl"]["iteration"] == cb["gicl"]["iteration"] == STEPS
+    assert ca["state_dict"].keys() == cb["state_dict"].keys()
+    assert [k for k, v in ca["state_dict"].items() if not torch.equal(v, cb["state_dict"][k])] == []
+    assert any(k.startswith("ema.module.") for k in ca["state_dict"]) == (ema is not None)
     for opt_a, opt_b in zip(ca["optimizer_states"], cb["optimizer_states"], strict=True):
         for pid, st in opt_a["state"].items():
             assert all(torch.equal(v, opt_b["state"][pid][n]) for n, v in st.items()), pid

@@ -1,4 +1,6 @@
-"""`gicl export CKPT OUT.pt`: a runner checkpoint → a model file with everything a decoder needs."""
+"""`gicl export CKPT OUT.pt [--raw]`: a runner checkpoint → a model file with everything a
+decoder needs; the EMA weights when the stage kept a model EMA (as its final.pt), the raw
+ones with `--raw`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ckpt", help="a stage's checkpoints/last.ckpt (or an existing model file)")
     p.add_argument("out", help="output model file (.pt)")
     p.add_argument("--no-clobber", action="store_true", help="refuse to replace an existing OUT")
+    p.add_argument("--raw", action="store_true",
+                   help="write the raw weights of a checkpoint that keeps a model EMA "
+                        "(default: the EMA weights, as final.pt)")
     p.set_defaults(func=run)
 
 
@@ -20,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from gicl.model_file import save_model_file
 
     check_output(args.out, args.ckpt, no_clobber=args.no_clobber)
-    codec, meta = codec_io.codec_from_checkpoint(args.ckpt)
+    codec, meta = codec_io.codec_from_checkpoint(args.ckpt, args.raw)
     try:
         fingerprint = save_model_file(codec, args.out, meta)
     except OSError as e:
@@ -28,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
     codec_io.load_model(args.out)  # re-read what was written, and register it
     params = sum(p.numel() for p in codec.parameters())
     print(f"{args.out}: codec {codec.codec_id}, {params / 1e6:.3f} M parameters, "
-          f"fingerprint {fingerprint}")
+          f"{meta.get('weights', 'raw')} weights, fingerprint {fingerprint}")
     return 0

@@ -173,17 +173,18 @@ def payload_bits(encoded: EncodedImage) -> int:
     return 8 * sum(len(s) for s in encoded.sections)
 
 
-def codec_from_checkpoint(path: str | Path) -> tuple[Codec, dict[str, Any]]:
+def codec_from_checkpoint(path: str | Path, raw: bool = False) -> tuple[Codec, dict[str, Any]]:
     """The codec held by a runner's Lightning checkpoint, or by an existing model file.
 
     A checkpoint holds `state_dict` (the codec's weights under `codec.`, the discriminator's
     and losses' under other prefixes, which are dropped) and `gicl = {"codec": <config>,
     "recipe": ..., "stage": ...}`. Returns the codec (CPU, eval mode) and the meta to store.
+    With a model EMA in the checkpoint the codec holds the EMA parameters, unless `raw`.
     """
     from gicl.codecs.base import build_codec
     from gicl.model_file import read_codec_weights
 
-    config, state, meta = read_codec_weights(path)
+    config, state, meta = read_codec_weights(path, raw)
     codec = build_codec(config)
     try:
         codec.load_state_dict(state)

@@ -4,13 +4,15 @@
 Lightning's `global_step`: with manual optimization Lightning advances it once per
 `optimizer.step()`, so two optimizers would count an iteration twice), stopping after
 exactly `max_steps` iterations, the named optimizer set and its per-iteration learning
-rate, the auxiliary optimizer of codecs with an `aux_loss`, and what a checkpoint carries
-for `gicl export` and resuming. Subclasses write `training_step` (and may add optimizers
-by overriding `parameter_sets`).
+rate, the auxiliary optimizer of codecs with an `aux_loss`, the model EMA of the stage's
+`ema` option (gicl.training.ema: updated after each iteration's steps, used by validation
+and written to `final.pt`), and what a checkpoint carries for `gicl export` and resuming.
+Subclasses write `training_step` (and may add optimizers by overriding `parameter_sets`).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import lightning as L
@@ -21,6 +23,7 @@ from gicl.codecs.base import Codec, CodecOutput
 from gicl.errors import RecipeError
 from gicl.losses.perceptual import PerceptualLoss
 from gicl.training.context import StageContext
+from gicl.training.ema import build_ema, ema_applied, ema_info, update_ema
 from gicl.training.optim import build_optimizer, lr_factor, set_lr
 
 
@@ -39,6 +42,8 @@ class CodecTraining(L.LightningModule):
         self.rd_rows: list[dict[str, float]] = []
         self.rd_images: dict[Any, Tensor] = {}
         self.optimizer_names: list[str] = []
+        # a submodule, so checkpoints save and restore it (under `ema.module.`); frozen
+        self.ema = build_ema(codec, stage["ema"])
 
     # -- optimizers: a named set -----------------------------------------------------------
     def parameter_sets(self) -> dict[str, list[nn.Parameter]]:
@@ -119,6 +124,7 @@ class CodecTraining(L.LightningModule):
     def end_iteration(self, batch: dict[str, Tensor]) -> None:
         """Count the iteration; stop after exactly `max_steps`."""
         self.iteration += 1
+        update_ema(self.ema, self.codec, self.stage["ema"], self.iteration)  # before any checkpoint
         self.log("iteration", float(self.iteration), prog_bar=True, logger=False)
         self.log("step", float(self.iteration))  # the logger's step: iterations done, as validation's
         if "skipped" in batch:
@@ -145,11 +151,15 @@ class CodecTraining(L.LightningModule):
             "iteration": self.iteration, "codec": self.codec.config,
             "stage": self.context.stage, "recipe": self.context.recipe,
             "optimizers": list(self.optimizer_names), "plugins": list(self.context.plugins),
+            "ema": ema_info(self.ema, self.stage["ema"]),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("gicl", {})
         self.iteration = int(info.get("iteration", 0))
+        if self.ema is not None and not info.get("ema"):
+            raise RecipeError(f"the checkpoint was written without EMA but stages.{self.context.stage}"
+                              ".ema.decay is set: resume without it, or start a new --run-dir")
         # checkpoints written before optimizers had names hold [codec, disc] in this order
         self._resumed_optimizers = info.get("optimizers") or [
             "codec", "disc"][: len(checkpoint.get("optimizer_states", []))]
@@ -162,3 +172,24 @@ class CodecTraining(L.LightningModule):
             raise RecipeError(f"the checkpoint holds optimizers {stored} but this stage builds "
                               f"{self.optimizer_names}: resume with the recipe it was started "
                               "with, or start a new --run-dir")
+
+    # -- EMA weights: what validation measures and final.pt holds ---------------------------
+    def decoding_weights(self) -> AbstractContextManager[None]:
+        """Inside: the codec holds the weights its model file gets (the EMA parameters when
+        EMA is on, with the raw buffers). After: exactly the raw training state again."""
+        return ema_applied(self.codec, self.ema)
+
+    def weights_meta(self) -> dict[str, Any]:
+        """The model-file `meta` entries that say which weights it holds."""
+        if self.ema is None:
+            return {"weights": "raw"}
+        return {"weights": "ema", "ema": {k: self.stage["ema"][k] for k in ("decay", "start", "every")}}
+
+    def on_validation_start(self) -> None:
+        """Validation (RD points, images) measures the EMA weights when EMA is on; the raw
+        trajectory continues bit for bit after it."""
+        self._validation_weights = ExitStack()
+        self._validation_weights.enter_context(self.decoding_weights())
+
+    def on_validation_end(self) -> None:
+        self._validation_weights.close()
