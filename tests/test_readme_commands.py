@@ -327,8 +327,10 @@ def test_every_usage_line_has_a_way_and_markers_agree():
         assert f"`# {m}`" in text
 
 
-@pytest.mark.parametrize("line", [c for c, _ in usage_lines() if c not in WAYS or WAYS[c].check])
+@pytest.mark.parametrize("line", [c for c, _ in usage_lines() if c not in WAYS or WAYS[c].check],
+                         ids=lambda c: re.sub(r"[^\w./-]+", "_", c)[:80])
 def test_usage_line_runs(workspace: Workspace, line: str):
+    assert line in WAYS, f"the README line '{line}' has no way to run it in WAYS"
     proc = workspace.run(line)
     WAYS[line].check(workspace.root, proc)
 
