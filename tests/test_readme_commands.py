@@ -169,7 +169,8 @@ def check_bench_codec(ws: Path, proc: subprocess.CompletedProcess) -> None:
 
 def check_bench_train(ws: Path, proc: subprocess.CompletedProcess) -> None:
     rows = re.findall(r"^ +([12]) +2 +([0-9.]+) +([0-9.]+)$", proc.stdout, re.M)
-    assert [r[0] for r in rows] == ["1", "2"] and all(float(r[1]) > 0 for r in rows), proc.stdout
+    assert [r[0] for r in rows] == ["2"] and float(rows[0][1]) > 0, proc.stdout
+    assert float(rows[0][2]) == pytest.approx(2 * float(rows[0][1]), rel=0.01)  # images = 2 × it
 
 
 def check_bench_data(ws: Path, proc: subprocess.CompletedProcess) -> None:
@@ -236,7 +237,8 @@ WAYS: dict[str, Way] = {
         check_bench_codec, "--size 128x128 --repeats 1 --warmup 0",
         lambda c: c.replace("768x512", "128x128") + " --repeats 1 --warmup 0"),
     "python -m gicl bench train --recipe progic --set codec.variant=small --processes 1,2": Way(
-        check_bench_train, "--profile smoke --steps 3", lambda c: f"{c} --profile smoke --steps 3"),
+        check_bench_train, "--processes 2 (the DDP run) --profile smoke --steps 3",
+        lambda c: c.replace("--processes 1,2", "--processes 2") + " --profile smoke --steps 3"),
     "python -m gicl bench data --workers 2": Way(
         check_bench_data, "--count 16 --crop 64 --batch-size 4",
         lambda c: f"{c} --count 16 --crop 64 --batch-size 4"),
