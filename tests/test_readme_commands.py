@@ -273,7 +273,8 @@ class Workspace:
             command = way.rewrite(line)
             proc = subprocess.run(self.argv(command), cwd=self.root / way.cwd, env=self.env(),
                                   capture_output=True, text=True, timeout=400)
-            assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+            assert proc.returncode == 0, (f"{command}\n(README: {line}; {way.how or 'as written'})\n"
+                                          f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
             self.done[line] = proc
         return self.done[line]
 
@@ -324,6 +325,7 @@ def test_every_usage_line_has_a_way_and_markers_agree():
     assert [c for c in WAYS if c not in commands] == [], "ways for lines the README no longer has"
     assert {c: marker(m) for c, m in lines} == {c: WAYS[c].marked for c in commands}
     assert [c for c in commands if WAYS[c].check is None] == ["tensorboard --logdir runs/"]
+    assert [c for c in commands if WAYS[c].rewrite(c) != c and not WAYS[c].how] == [], "unstated overrides"
     text = (REPO / "README.md").read_text()
     for m in MARKERS:  # the README says what its markers mean
         assert f"`# {m}`" in text
