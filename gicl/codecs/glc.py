@@ -63,11 +63,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-
-with warnings.catch_warnings():  # compressai imports torch_geometric, which calls the
-    warnings.simplefilter("ignore", FutureWarning)  # deprecated torch.jit.script: keep stderr
-    from compressai.ans import RansDecoder, RansEncoder  # to the CLI's one error line
-    from compressai.entropy_models import GaussianConditional
 from torch.func import functional_call
 
 from gicl.codecs.base import (
@@ -129,11 +124,22 @@ def four_part_masks(c: int, h: int, w: int, device: torch.device, dtype: torch.d
 
 
 @functools.lru_cache(maxsize=1)
+def _compressai() -> tuple[Any, Any]:
+    """CompressAI's `ans` and `entropy_models` modules, imported on first use: importing
+    compressai also imports torch_geometric and torch._dynamo (seconds on a CPU), which
+    commands that never code a GLC file (`gicl info` of another codec) should not pay."""
+    with warnings.catch_warnings():  # torch_geometric calls the deprecated torch.jit.script:
+        warnings.simplefilter("ignore", FutureWarning)  # keep stderr to the CLI's one error line
+        from compressai import ans, entropy_models
+    return ans, entropy_models
+
+
+@functools.lru_cache(maxsize=1)
 def gaussian_tables() -> tuple[Tensor, list[list[int]], list[int], list[int]]:
     """(scale table float64, quantised CDFs, CDF lengths, offsets): CompressAI's Gaussian
     tables, built once on the CPU from constants, hence identical in every process."""
     table = torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
-    gc = GaussianConditional(None)
+    gc = _compressai()[1].GaussianConditional(None)
     gc.update_scale_table(table)
     return (
         gc.scale_table.double(), gc.quantized_cdf.tolist(), gc.cdf_length.reshape(-1).int().tolist(),
@@ -495,7 +501,7 @@ class _Group(nn.Module):
 
 def _rans_encode(symbols: Tensor, indexes: Tensor) -> bytes:
     _, cdfs, lengths, offsets = gaussian_tables()
-    return RansEncoder().encode_with_indexes(
+    return _compressai()[0].RansEncoder().encode_with_indexes(
         symbols.cpu().tolist(), indexes.cpu().int().tolist(), cdfs, lengths, offsets
     )
 
@@ -505,7 +511,9 @@ def _rans_decode(data: bytes, indexes: Tensor) -> Tensor:
     decoder stops once it has its symbols and would let appended bytes pass unseen."""
     _, cdfs, lengths, offsets = gaussian_tables()
     try:
-        values = RansDecoder().decode_with_indexes(data, indexes.cpu().int().tolist(), cdfs, lengths, offsets)
+        values = _compressai()[0].RansDecoder().decode_with_indexes(
+            data, indexes.cpu().int().tolist(), cdfs, lengths, offsets
+        )
     except Exception as e:  # the C++ decoder raises RuntimeError/ValueError on garbage
         raise BitstreamError(f"a ŷ section cannot be entropy-decoded ({type(e).__name__}): "
                              "the file is corrupted") from None
