@@ -65,12 +65,12 @@ def test_generator_objective_equals_a_hand_computation_on_the_recipes_scale(torc
     grad_rec = torch.autograd.grad(rec, last, retain_graph=True)[0]
     grad_g = torch.autograd.grad(g, last, retain_graph=True)[0]
     adaptive = (grad_rec.norm() / (grad_g.norm() + 1e-4)).clamp(0, 1e4)
-    vq = module.last_output.losses["vq"]
+    vq = vq_by_hand(module.codec, x, module.last_output)
 
     assert close(logs["l1"], l1) and close(logs["mse"], mse)
     assert close(logs["l1"], 2 * (x - x_hat).abs().mean())  # 2× the [0, 1] value
     assert close(logs["mse"], 4 * ((x - x_hat) ** 2).mean())  # 4× the [0, 1] value
-    assert close(logs["lpips_loss"], lpips) and close(logs["rec"], rec)
+    assert close(logs["vq"], vq) and close(logs["lpips_loss"], lpips) and close(logs["rec"], rec)
     assert close(logs["adaptive_weight"], adaptive)
     assert close(total, rec + 0.3 * adaptive * g + vq)
     # what reached LPIPS: x̂ and x (the photo; its range is known), mapped by the recipe's choice
@@ -80,6 +80,24 @@ def test_generator_objective_equals_a_hand_computation_on_the_recipes_scale(torc
     assert float(reached_x.max()) == pytest.approx(float(x.max()) * scale + offset, abs=1e-6)
     assert offset <= float(reached_x.min()) < offset + 0.1 * scale  # the photos reach near black
     assert offset + 0.9 * scale < float(reached_x.max()) <= offset + scale  # and near white
+
+
+def vq_by_hand(codec, x: torch.Tensor, out) -> torch.Tensor:
+    """(1 + β)·mean ‖z − z_q‖²: both terms have this value (they differ in their gradients).
+    Control-GIC: over the hybrid latent at H/4, where a token of area A counts A times."""
+    beta = codec.quantizer.beta
+    codebook = codec.quantizer.embedding.weight.detach()
+    if codec.codec_id == "vqgan":
+        z = codec.quant_conv(codec.encoder(x * 2 - 1)).detach()
+        return (1 + beta) * ((z - codebook[out.extras["indices"]].permute(0, 3, 1, 2)) ** 2).mean()
+    latents, idx, masks = (out.extras[k] for k in ("latents", "indices", "masks"))
+    total, n = torch.zeros(()), 0
+    for g in GRANULARITIES:
+        coded = masks[g][:, 0]
+        z = latents[g].detach().permute(0, 2, 3, 1)[coded]
+        total += AREA[g] * ((z - codebook[idx[g][coded]]) ** 2).sum()
+        n += int(coded.sum()) * AREA[g]
+    return (1 + beta) * total / (n * codebook.shape[1])
 
 
 @pytest.mark.parametrize(("beta", "legacy", "w_codebook", "w_commit"), [
@@ -100,17 +118,16 @@ def test_controlgic_vq_loss_forms_equal_hand_computations(beta, legacy, w_codebo
     codebook = codec.quantizer.embedding.weight.detach()
     d = codebook.shape[1]
     n = sum(int(masks[g].sum()) * AREA[g] for g in GRANULARITIES)
-    value, grad_codebook = torch.zeros(()), torch.zeros_like(codebook)
+    grad_codebook = torch.zeros_like(codebook)
     for g in GRANULARITIES:
         coded = masks[g][:, 0]
         z = latents[g].detach().permute(0, 2, 3, 1)[coded]  # (tokens, d)
         e = codebook[idx[g][coded]]
-        value += AREA[g] * ((z - e) ** 2).sum()
         grad_codebook.index_add_(0, idx[g][coded], w_codebook * AREA[g] * 2 * (e - z) / (n * d))
         grad_z = torch.zeros_like(latents[g]).permute(0, 2, 3, 1)
         grad_z[coded] = w_commit * AREA[g] * 2 * (z - e) / (n * d)
         assert torch.allclose(latents[g].grad.permute(0, 2, 3, 1), grad_z, rtol=1e-4, atol=1e-9)
-    assert close(out.losses["vq"].detach(), (1 + beta) * value / (n * d))
+    assert close(out.losses["vq"].detach(), vq_by_hand(codec, None, out))
     assert torch.allclose(codec.quantizer.embedding.weight.grad, grad_codebook, rtol=1e-4, atol=1e-9)
 
 
