@@ -38,6 +38,9 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "ckpt_every_n_steps": 1000,
     "val_batches": 4,  # validation images per validation run
     "compile": False,
+    # intra-op threads per process: auto → the node's usable cores less one per data worker,
+    # divided by its processes (gicl.runner.threads_per_process: never more threads than cores)
+    "threads": "auto",
     "deterministic": False,
 }
 
@@ -372,6 +375,9 @@ def validate(config: dict[str, Any]) -> None:
     from gicl.training.options import check_types
 
     _check_codec(config["codec"], "codec")
+    threads = config["trainer"]["threads"]
+    if threads != "auto" and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise RecipeError(f"trainer.threads must be auto or a positive integer, got {threads!r}")
     if config["trainer"]["deterministic"] not in (True, False, "warn"):  # README "Exact resume"
         raise RecipeError(f"trainer.deterministic must be true, false or warn, got "
                           f"{config['trainer']['deterministic']!r}")

@@ -3,6 +3,8 @@ precision per stage, the protocol in --print-config, and tensor-set initialisati
 
 from __future__ import annotations
 
+import os
+
 import lightning as L
 import pytest
 import torch
@@ -16,6 +18,7 @@ from gicl.losses.perceptual import PerceptualLoss
 from gicl.model_file import load_codec_weights, save_model_file
 from gicl.protocol import ASPECTS
 from gicl.recipes import recipe_names, resolve
+from gicl.runner import threads_per_process
 from gicl.training.gan import GANTraining
 
 REL = 1e-5
@@ -189,6 +192,19 @@ def test_precision_per_stage_is_recorded_in_the_config_and_the_model_file(tmp_pa
     meta = torch.load(tmp_path / "pretrain" / "final.pt", weights_only=True)["meta"]
     assert meta["training_precision"] == "bf16-mixed"
     assert "precision  bf16-mixed" in proc.stderr  # the stage's protocol, logged at its start
+    cores = len(os.sched_getaffinity(0))  # smoke: no data workers, one process
+    assert f"{cores} intra-op thread(s) per process (trainer.threads: auto)" in proc.stderr
+
+
+@pytest.mark.parametrize(("devices", "nodes", "workers"),
+                         [(1, 1, 0), (1, 1, 1), (2, 1, 0), (2, 1, 1), (1, 2, 0)])
+def test_auto_threads_leave_a_core_per_data_worker_and_split_the_rest(devices, nodes, workers):
+    cores = len(os.sched_getaffinity(0))
+    config = {"trainer": {"threads": "auto", "devices": devices, "num_nodes": nodes,
+                          "accelerator": "cpu"}, "data": {"num_workers": workers}}
+    per_node = devices
+    assert threads_per_process(config) == max(1, (cores - per_node * workers) // per_node)
+    assert threads_per_process({**config, "trainer": {**config["trainer"], "threads": 3}}) == 3
 
 
 @pytest.mark.parametrize("recipe", recipe_names())

@@ -25,20 +25,29 @@ def register(kinds: argparse._SubParsersAction) -> None:
     add_recipe_arguments(p)
     p.add_argument("--processes", default="1,2", help="comma-separated process counts (default 1,2)")
     p.add_argument("--steps", type=int, default=8, help="iterations per run (default 8)")
+    p.add_argument("--per-process-batch", type=int, default=None,
+                   help="images per process and iteration (global batch = this × processes); "
+                        "default: the recipe's global batch, split over the processes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
 
 def measure(
-    recipe: str, profile: str, overrides: list[str], processes: int, steps: int
+    recipe: str, profile: str, overrides: list[str], processes: int, steps: int,
+    per_process_batch: int | None = None,
 ) -> dict[str, Any]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from gicl.recipes import resolve
+    from gicl.runner import threads_per_process
 
     config = resolve(recipe, profile, overrides)
     stage = next(iter(config["stages"]))
-    batch = config["stages"][stage]["batch_size"] or config["data"]["batch_size"]
+    if per_process_batch is not None:
+        overrides = [*overrides, f"stages.{stage}.batch_size={per_process_batch * processes}"]
+    batch = per_process_batch * processes if per_process_batch else (
+        config["stages"][stage]["batch_size"] or config["data"]["batch_size"])
+    threads = threads_per_process({**config, "trainer": {**config["trainer"], "devices": processes}})
     with tempfile.TemporaryDirectory(prefix="gicl-bench-train-") as tmp:
         args = [
             sys.executable, "-m", "gicl", "fit", "--recipe", recipe, "--profile", profile,
@@ -61,13 +70,15 @@ def measure(
     if not rates:
         raise UserError("bench train: the run logged no throughput; use --steps 3 or more")
     rate = rates[-1]
-    return {"processes": processes, "global_batch": batch, "iterations_per_s": rate,
+    return {"processes": processes, "threads": threads, "global_batch": batch, "iterations_per_s": rate,
             "images_per_s": rate * batch, "steps": steps, "stage": stage}
 
 
 def run(args: argparse.Namespace) -> int:
     from gicl.machine import describe_machine, machine_line
 
+    if args.per_process_batch is not None and args.per_process_batch < 1:
+        raise UserError("--per-process-batch must be at least 1")
     if args.steps < 3:
         raise UserError("--steps must be at least 3 (the first iteration is not measured)")
     try:
@@ -79,13 +90,14 @@ def run(args: argparse.Namespace) -> int:
     for p in counts:
         print(f"bench train: {args.recipe} ({args.profile}), {p} process(es), {args.steps} iterations",
               file=sys.stderr)
-        results.append(measure(args.recipe, args.profile, args.overrides, p, args.steps))
+        results.append(measure(args.recipe, args.profile, args.overrides, p, args.steps,
+                               args.per_process_batch))
     if args.json:
         print(json.dumps({"machine": info, "results": results}, indent=2))
         return 0
     print(f"machine: {machine_line(info)}")
-    print("processes  global batch  iterations/s  images/s")
+    print("processes  threads each  global batch  iterations/s  images/s")
     for r in results:
-        print(f"{r['processes']:9d}  {r['global_batch']:12d}  {r['iterations_per_s']:12.3f}  "
-              f"{r['images_per_s']:8.2f}")
+        print(f"{r['processes']:9d}  {r['threads']:12d}  {r['global_batch']:12d}  "
+              f"{r['iterations_per_s']:12.3f}  {r['images_per_s']:8.2f}")
     return 0
