@@ -12,6 +12,7 @@ from PIL import Image
 from test_bitstream_progressive import TINY as TINY_VQGAN
 from test_controlgic import TINY as TINY_CONTROLGIC
 from test_glc_fill import TINY as TINY_GLC
+from test_glc_vqvae import TINY as TINY_GLC_VQVAE
 from test_hvq_cgic import TINY as TINY_HVQ_CGIC
 
 from gicl.cli import main
@@ -27,6 +28,7 @@ CODECS = {
     "progic-small": {"name": "progic", "variant": "small"},
     "controlgic": TINY_CONTROLGIC,  # one channel per group, coarse latent at H/16
     "glc": TINY_GLC,  # pads to 64: hyper-latent at H/64
+    "glc_vqvae": TINY_GLC_VQVAE,  # GLC's VQ-VAE alone (stage I), latent H/2
     "hvq_cgic": TINY_HVQ_CGIC,  # Control-GIC's padding, hyper-latents at H/16 of each branch
 }
 SIZES = [(1, 1), (1, 23), (23, 1), (17, 9)]

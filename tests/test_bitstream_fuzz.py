@@ -37,6 +37,7 @@ import torch
 from test_bitstream import reassemble, records
 from test_bitstream_progressive import TINY as VQGAN_TINY
 from test_glc_fill import TINY as GLC_TINY
+from test_glc_vqvae import TINY as GLC_VQVAE_TINY
 from test_hvq_cgic import TINY as HVQ_CGIC_TINY
 
 from gicl import bitstream
@@ -58,7 +59,8 @@ def model(tmp: Path, name: str) -> codec_io.Model:
         return codec_io.load_model(FIXTURES / "progic-tiny.pt")
     torch.manual_seed(0)
     coder = {"entropy_coder": "range"} if name == "controlgic-range" else {}
-    named = {"vqgan": {"name": "vqgan", **VQGAN_TINY}, "glc": GLC_TINY, "hvq_cgic": HVQ_CGIC_TINY}
+    named = {"vqgan": {"name": "vqgan", **VQGAN_TINY}, "glc": GLC_TINY, "hvq_cgic": HVQ_CGIC_TINY,
+             "glc_vqvae": GLC_VQVAE_TINY}
     codec = build_codec(named.get(name) or {**CONTROLGIC_TINY, **coder})
     if name.startswith("controlgic"):  # a skewed entropy table, zeros included
         table = torch.rand(64, generator=torch.Generator().manual_seed(1)) ** 4 * 1000
@@ -196,7 +198,7 @@ def one_thread():
 def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("GICL_CACHE", str(tmp_path / "cache"))
     sizes = {"vqgan": (16, 16), "progic": (32, 32), "controlgic": (32, 32), "glc": (64, 64),
-             "hvq_cgic": (32, 32)}
+             "hvq_cgic": (32, 32), "glc_vqvae": (16, 16)}
     totals: Counter = Counter()
     crashes: list[str] = []
     slowest = 0.0
@@ -251,7 +253,8 @@ def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypa
     assert growth_mib < 256
 
 
-@pytest.mark.parametrize("name", ["vqgan", "progic", "controlgic", "controlgic-range", "glc"])
+@pytest.mark.parametrize("name", ["vqgan", "progic", "controlgic", "controlgic-range", "glc",
+                                  "glc_vqvae"])
 def test_every_section_type_refuses_trailing_bytes(tmp_path, monkeypatch, one_thread, name):
     """Fixed-length (VQGAN, ProGIC, the Control-GIC masks), Huffman and range-coded sections,
     empty ones included, each with 4 extra bytes in an otherwise valid container."""

@@ -1,7 +1,8 @@
 """GLC stages II (`glc_latent`) and III (`glc_joint`): the code-prediction loss is the
 cross-entropy against the frozen codebook's nearest indices, λ follows the quality row of each
-image, and a real `gicl fit --recipe glc --profile smoke` runs both stages: stage II leaves the
-VQ-VAE bit-identical while the transform coder, entropy model and code predictor learn."""
+image, and a real `gicl fit --recipe glc --profile smoke` runs all three stages: stage II starts
+from stage I's VQ-VAE and leaves it bit-identical while the transform coder, entropy model and
+code predictor learn."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from conftest import run_cli
 
 from gicl.codecs import build_codec
-from gicl.model_file import read_codec_weights, save_model_file
+from gicl.model_file import load_codec_weights, read_codec_weights
 from gicl.recipes import resolve
 from gicl.training.glc import GLCJointTraining, GLCLatentTraining, code_distortion
 
@@ -19,6 +20,10 @@ SMOKE = resolve("glc", "smoke")
 def smoke_codec(seed: int = 0):
     torch.manual_seed(seed)
     return build_codec(SMOKE["codec"])
+
+
+def unchanged_rows(a: dict, b: dict, key: str) -> torch.Tensor:
+    return (a[key] == b[key]).all(1)
 
 
 def test_code_prediction_loss_equals_a_direct_cross_entropy():
@@ -78,22 +83,40 @@ def test_stage_three_objective_uses_the_pixel_code_predictor_per_row():
     assert codec.code_pred_loss.feat_emb.weight.grad is None
     assert "pix_code_ce" in logs
 
-def test_fit_smoke_runs_both_stages_and_stage_two_leaves_the_vqvae_bit_identical(tmp_path):
-    start = smoke_codec(seed=3)
-    save_model_file(start, tmp_path / "start.pt")
-    r = run_cli("fit", "--recipe", "glc", "--profile", "smoke", "--run-dir", str(tmp_path / "run"),
-                "--set", f"stages.latent.init={tmp_path / 'start.pt'}")
+def test_fit_smoke_runs_three_stages_and_stage_two_keeps_stage_ones_vqvae_bit_identical(tmp_path):
+    """Stage I trains the VQ-VAE (glc_vqvae); stage II loads exactly its tensors through
+    init.map (`vqgan.` → `vqgan.`), everything else fresh, and leaves them bit-identical
+    while the transform coder, entropy model and code predictor learn; stage III starts from II."""
+    run = tmp_path / "run"
+    r = run_cli("fit", "--recipe", "glc", "--profile", "smoke", "--run-dir", str(run))
     assert r.returncode == 0, r.stderr[-3000:]
-    _, trained, _ = read_codec_weights(tmp_path / "run" / "latent" / "checkpoints" / "last.ckpt")
+    config, stage_one, _ = read_codec_weights(run / "vqvae" / "final.pt")
+    assert config["name"] == "glc_vqvae"
+    # stage I trained from its build (runner seed 0 + stage 0): the codewords no token chose
+    # kept their initial values under Adam, the encoder moved
+    torch.manual_seed(SMOKE["trainer"]["seed"])
+    built = build_codec(SMOKE["stages"]["vqvae"]["codec"]).state_dict()
+    kept = unchanged_rows(stage_one, built, "vqgan.quantize.embedding.weight")
+    assert 0 < kept.sum() < len(kept)
+    assert not torch.equal(stage_one["vqgan.encoder.blocks.0.weight"], built["vqgan.encoder.blocks.0.weight"])
+    # stage II's start: its own fresh build (runner seed 0 + stage 1) plus stage I's VQ-VAE
+    start = smoke_codec(seed=SMOKE["trainer"]["seed"] + 1)
+    load_codec_weights(start, run / "vqvae" / "final.pt", {"vqgan.": "vqgan."})
     before = start.state_dict()
-    assert set(trained) == set(before)
+    _, trained, _ = read_codec_weights(run / "latent" / "checkpoints" / "last.ckpt")
+    _, final, _ = read_codec_weights(run / "latent" / "final.pt")
+    assert set(trained) == set(before) == set(final)
     vqvae = [k for k in before if k.startswith("vqgan.")]
-    assert vqvae and all(torch.equal(trained[k], before[k]) for k in vqvae)
+    assert sorted(vqvae) == sorted(stage_one)  # every frozen-group tensor, from stage I
+    assert all(torch.equal(trained[k], stage_one[k]) and torch.equal(final[k], stage_one[k])
+               for k in vqvae)
     for prefix in ("enc.", "q_enc", "y_spatial_prior.", "z_vq.", "code_pred_loss."):
         assert any(not torch.equal(trained[k], before[k]) for k in before if k.startswith(prefix)), prefix
+    kept = unchanged_rows(trained, before, "z_vq.embedding.weight")  # the start is reproduced
+    assert 0 < kept.sum() < len(kept)
     # stage III starts from stage II: generator and pixel code predictor learn, E and its
     # codebook (the code target) stay fixed
-    _, joint, _ = read_codec_weights(tmp_path / "run" / "joint" / "checkpoints" / "last.ckpt")
+    _, joint, _ = read_codec_weights(run / "joint" / "checkpoints" / "last.ckpt")
     for prefix, changed in (("vqgan.encoder.", False), ("vqgan.quantize.", False),
                             ("vqgan.generator.", True), ("code_pred_pix_loss.", True), ("dec.", True)):
         keys = [k for k in trained if k.startswith(prefix)]
