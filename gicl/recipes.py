@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import yaml
 
 from gicl.errors import RecipeError
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 PROFILE_DEFAULT = "paper"
 
@@ -250,6 +252,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value else ""
     except yaml.YAMLError:
         parsed = value
+    if isinstance(parsed, str) and _FLOAT.fullmatch(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.1 reads 3e-3 (no dot) as a string; on a command line it is a number
     return key.strip().split("."), parsed
 
 

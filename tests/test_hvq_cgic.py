@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -188,3 +189,20 @@ def test_bench_codec_reports_the_index_coder_at_both_codebook_sizes(codec):
     assert "HyperVQ index coding, K = 16384 (tail-floor)" in run_cli(
         "bench", "codec", "--recipe", "hvq_cgic", "--profile", "smoke", "--size", "64x48",
         "--repeats", "1", "--warmup", "0", "--no-flops").stdout
+
+
+def test_a_branch_without_tokens_codes_nothing(codec):
+    """All-fine: no coarse or medium token, so their hyper-latents are neither coded nor
+    counted; the file still decodes to forward's reconstruction."""
+    x, point = photo("kodim23.png", (0, 0, 96, 64)), {"ratios": [1.0, 0.0, 0.0]}
+    encoded = codec.compress(x, point)
+    assert [len(s) for s in encoded.sections[1:5]] == [0, 0, 0, 0]  # coarse, medium: hyper and indices
+    assert len(encoded.sections[5]) > 0 and len(encoded.sections[6]) > 0
+    with torch.no_grad():
+        out = codec(x, point)
+    assert float(out.rate["hyper_coarse"]) == 0.0 and float(out.rate["hyper_medium"]) == 0.0
+    assert float(out.rate["hyper_fine"]) > 0.0
+    assert torch.equal(codec.decompress(encoded), out.x_hat)
+    stuffed = dataclasses.replace(encoded, sections=[*encoded.sections[:1], b"\0", *encoded.sections[2:]])
+    with pytest.raises(BitstreamError, match="no coded position"):
+        codec.decompress(stuffed)

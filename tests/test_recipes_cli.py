@@ -97,3 +97,10 @@ def test_module_options_are_typed():
     unknown = r"unknown optimizer 'sgdd' in stages\.pretrain\.optimizers\.disc\.name"
     with pytest.raises(RecipeError, match=unknown):
         resolve("vqgan", "smoke", ["stages.pretrain.optimizers.disc.name=sgdd"])
+
+
+@pytest.mark.parametrize(("text", "value"), [("3e-3", 0.003), ("1E4", 1e4), ("-2.5e-1", -0.25), ("5", 5)])
+def test_overrides_read_exponent_numbers_as_numbers(text, value):
+    """YAML 1.1 reads `3e-3` (no dot) as a string; an override means the number."""
+    lr = resolve("progic", "smoke", [f"stages.train.optimizers.codec.lr={text}"])
+    assert lr["stages"]["train"]["optimizers"]["codec"]["lr"] == value

@@ -35,7 +35,10 @@ Choices where the paper is silent:
 - The anchors are detached in the rate ("fixed anchors", §3.2.3): the rate moves μ, σ and,
   through the hyper-analysis and commitment, the encoder; it does not drag codewords.
 - Masked branches: only positions present in the mask are coded and counted (the masks
-  themselves are the backbone's business, sent before the indices).
+  themselves are the backbone's business, sent before the indices). A branch with no
+  present position in an image codes nothing: neither R_ind nor R_z counts, and its two
+  sections are empty (at all-fine, the medium and coarse hyper-latents cost 24 bytes
+  otherwise, 0.0005 bpp at 768×512).
 
 Exact coding (integer tables identical on encoder and decoder machines, 24-bit range coder,
 bounded tail-floor above 4096 codewords) is `gicl.entropy.anchor_coding`; for it the
@@ -62,6 +65,7 @@ from gicl.errors import BitstreamError
 HYPER_CHANNELS = 72
 HYPER_STRIDE = 4  # two stride-2 layers
 INITIAL_SIGMA_UNITS = 0.25
+NOTHING = torch.zeros(0, dtype=torch.int64)  # what an empty branch's sections carry
 
 
 class HyperAnalysis(nn.Sequential):
@@ -244,7 +248,9 @@ class HyperVQ(nn.Module):
             block = self._block(name, codebook)
             mask = branch_mask(masks, name, z)
             y_hat, likelihoods = block.bottleneck(block.analyse(z, mask))
-            out.rate_z[name] = -torch.log2(likelihoods).flatten(1).sum(1)
+            # an image with no position in this branch codes none of its hyper-latents either
+            coded = mask.flatten(1).any(1)
+            out.rate_z[name] = -torch.log2(likelihoods).flatten(1).sum(1) * coded
             grid = SnapGrid.for_codebook(codebook)
             mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), grid)
             mu_p, sigma_p = clamp_to_coder_box(present(mu, mask), codebook, grid), present(sigma, mask)
@@ -281,6 +287,11 @@ class HyperVQ(nn.Module):
             codebook = codebook_for(codebooks, name)
             block = self._block(name, codebook)
             mask = branch_mask(masks, name, z)
+            if not bool(mask.any()):  # nothing to code in this branch: two empty sections
+                streams.sections += [b"", b""]
+                streams.checksums += [symbols_checksum(NOTHING)] * 2
+                streams.index_bits[name] = 0.0
+                continue
             y = block.analyse(z, mask)
             strings = block.bottleneck.compress(y)
             # the decoder's path: identical floats on both sides from here on
@@ -315,6 +326,15 @@ class HyperVQ(nn.Module):
             block = self._block(name, codebook)
             device = codebook.device
             mask = branch_mask(masks, name, torch.empty(1, 1, h, w, device=device))
+            if not bool(mask.any()):
+                if sections[2 * i] or sections[2 * i + 1]:
+                    raise BitstreamError(f"HyperVQ branch '{name}' has no coded position but its "
+                                         "sections hold bytes: the file is corrupted")
+                for k in (2 * i, 2 * i + 1):
+                    if checksums is not None:
+                        verify_symbols(NOTHING, checksums[k], k)
+                out[name] = torch.zeros(1, h, w, dtype=torch.int64, device=device)
+                continue
             hyper_size = (-(-h // HYPER_STRIDE), -(-w // HYPER_STRIDE))
             y_hat = block.bottleneck.decompress([sections[2 * i]], hyper_size).to(device)
             if checksums is not None:
