@@ -2,10 +2,11 @@
 
 Real subprocesses of the CLI at 64×48 (seconds): CompressAI's real rANS strings, Pillow's real
 codecs (bytes and PSNR recomputed here independently), ratios = gicl time / peer time, bad
-names and paths as one line with exit 2. The authors' GLC code cannot be fetched here, so the
-`official-glc` adapter runs against a tiny stand-in checkout written by the test with the
-authors' module path and method names; it logs the calls, so the test checks that the adapter
-times the call sequence of the authors' `GLC_Image.test` split into sender and receiver.
+names and paths as one line with exit 2. The authors' code cannot be fetched here, so the
+official adapters run against tiny stand-in checkouts written by the tests with the authors'
+module paths and names; they log the calls, so the tests check that the GLC adapter times the
+call sequence of the authors' `GLC_Image.test` split into sender and receiver, and that the
+Control-GIC adapter splits `CGIC.compress` where it starts reading its files back.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def test_human_output_names_each_peer_and_the_machine_once() -> None:
     ("pillow:gif:50", "Pillow codecs are jpeg, webp, avif"),
     ("official-glc:{tmp}", "no src/models/image_model.py there; give a checkout of "
                            "https://github.com/jzyustc/GLC"),
+    ("official-controlgic:{tmp}", "no configs/config_inference.yaml there; give a checkout of "
+                                  "https://github.com/lianqi1008/Control-GIC"),
 ])
 def test_bad_peer_is_one_line_and_exit_2(spec: str, says: str, tmp_path: Path) -> None:
     proc = run_cli(*BASE, "--against", spec.format(tmp=tmp_path))
@@ -191,3 +194,88 @@ def test_official_glc_adapter_times_the_authors_call_sequence(tmp_path: Path) ->
     first = calls[0]  # the same input, in [-1, 1], padded to 64 × 64 as the authors' script
     assert first["shape"] == [1, 3, 64, 64] and first["min"] < 0
     assert {c["threads"] for c in calls} == {1}  # the same thread count as gicl's side
+
+
+CGIC_STAND_IN = {
+    "configs/config_inference.yaml": """
+model:
+  params: {n_embed: 8, ckpt_path: ./ckpt/model.ckpt, lossconfig: {target: needs.vgg.weights}}
+""",
+    "CGIC/__init__.py": "", "CGIC/models/__init__.py": "", "CGIC/tools/__init__.py": "",
+    "CGIC/models/model.py": '''
+"""Stand-in for lianqi1008/Control-GIC's CGIC: its constructor's `.cuda()`, its usage
+counters, and a compress that encodes (0.3 s), codes to files, reads back and decodes (0.1 s)."""
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Quantize(nn.Module):
+    def __init__(self, n_embed):
+        super().__init__()
+        self.embedding_counter = nn.ParameterDict(
+            {str(i): nn.Parameter(torch.zeros(1)) for i in range(n_embed)}).cuda()
+
+
+class CGIC(nn.Module):
+    def __init__(self, n_embed, lossconfig=None, ckpt_path=None):
+        super().__init__()
+        assert lossconfig is None and ckpt_path is None
+        self.quantize = Quantize(n_embed)
+
+    def compress(self, x, path, h_indices, h_mask, save_img):
+        time.sleep(0.3)
+        ind = h_indices.compress([0, 1, 2], str(Path(path) / "indices_fine.bin"))
+        h_mask.compress([1, 0], str(Path(path) / "mask_coarse.bin"))
+        assert h_indices.decompress_string(ind) == [0, 1, 2]
+        time.sleep(0.1)
+        with (Path(__file__).parent / "calls.jsonl").open("a") as f:
+            f.write(json.dumps({"shape": list(x.shape), "threads": torch.get_num_threads(),
+                                "files": sorted(p.name for p in Path(path).iterdir())}) + "\\n")
+        return x, 0.0, None
+''',
+    "CGIC/tools/indices_coding.py": '''
+import json
+
+
+class HuffmanCoding:
+    def __init__(self, frequency):
+        assert {int(v.item()) for v in frequency.values()} == {1}
+
+    def compress(self, symbols, path):
+        with open(path, "w") as f:
+            json.dump(symbols, f)
+        return path
+
+    def decompress_string(self, path):
+        with open(path) as f:
+            return json.load(f)
+''',
+    "CGIC/tools/mask_coding.py": "from CGIC.tools.indices_coding import HuffmanCoding\n\n\n"
+                                 "class BinaryCoding(HuffmanCoding):\n"
+                                 "    def __init__(self):\n        pass\n",
+}
+
+
+def test_official_controlgic_adapter_splits_compress_at_the_read_back(tmp_path: Path) -> None:
+    """Compress is timed up to the first read-back of the coded files, decompress after it;
+    the stand-in spends 0.3 s before it and 0.1 s after; the input is center-cropped to
+    multiples of 16 (64×48 stays), each run starts from an empty directory."""
+    checkout = tmp_path / "Control-GIC"
+    for name, text in CGIC_STAND_IN.items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text(textwrap.dedent(text))
+    proc = run_cli(*BASE, "--threads", "1", "--repeats", "2", "--json",
+                   "--against", f"official-controlgic:{checkout}")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    (peer,) = r["peers"]
+    assert_ratios(r, peer)
+    assert 300 <= peer["compress_ms"] < 1300 and 100 <= peer["decompress_ms"] < 1100
+    calls = [json.loads(line) for line in
+             (checkout / "CGIC/models/calls.jsonl").read_text().splitlines()]
+    assert calls == [{"shape": [1, 3, 48, 64], "threads": 1,
+                      "files": ["indices_fine.bin", "mask_coarse.bin"]}] * 2

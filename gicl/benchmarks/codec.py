@@ -45,7 +45,8 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--against", action="append", default=[], metavar="NAME",
                    help="a peer measured in the same run (repeatable): compressai:ARCH:QUALITY, "
-                        "pillow:jpeg|webp|avif:QUALITY, official-glc:CHECKOUT")
+                        "pillow:jpeg|webp|avif:QUALITY, official-glc:CHECKOUT, "
+                        "official-controlgic:CHECKOUT")
     p.set_defaults(func=run)
 
 

@@ -7,9 +7,10 @@ Three families:
   then its own `compress`/`decompress` (rANS strings, so the bits are real). In this process.
 - `pillow:jpeg|webp|avif:QUALITY` — the classical codecs Pillow ships, encoded to bytes and
   decoded back: file-size and PSNR baselines. In this process.
-- `official-glc:CHECKOUT` — the authors' own inference code from a checkout of jzyustc/GLC,
-  run in a child process (`gicl.peers.official`: their modules carry their own imports and
-  global state), whose peak RSS is its own.
+- `official-glc:CHECKOUT`, `official-controlgic:CHECKOUT` — the authors' own inference code
+  from a checkout of jzyustc/GLC or lianqi1008/Control-GIC, run in a child process
+  (`gicl.peers.official`: their modules carry their own imports and global state), whose
+  peak RSS is its own.
 
 In-process peers run after gicl's codec has been measured, so gicl's peak RSS is its own;
 theirs shares the process and is not reported.
@@ -34,9 +35,10 @@ from gicl.errors import UserError
 
 FORMS = ("compressai:ARCH:QUALITY (e.g. compressai:bmshj2018-hyperprior:8), "
          "pillow:jpeg|webp|avif:QUALITY (e.g. pillow:jpeg:75), "
-         "official-glc:CHECKOUT (a checkout of jzyustc/GLC)")
+         "official-glc:CHECKOUT, official-controlgic:CHECKOUT (checkouts of jzyustc/GLC, "
+         "lianqi1008/Control-GIC)")
 PILLOW_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
-OFFICIAL = {"official-glc": "glc"}
+OFFICIAL = {"official-glc": "glc", "official-controlgic": "controlgic"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Peer:
 
     spec: str
     family: str  # "compressai", "pillow" or "official"
-    name: str  # zoo architecture, Pillow format, or official codec ("glc")
+    name: str  # zoo architecture, Pillow format, or official codec ("glc", "controlgic")
     quality: int | None = None
     checkout: Path | None = None
 

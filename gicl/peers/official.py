@@ -1,12 +1,13 @@
 """The authors' inference code as a `gicl bench codec` peer, run in its own process.
 
-`python -m gicl.peers.official glc CHECKOUT INPUT.pt WARMUP REPEATS THREADS` imports the
-model from a checkout of jzyustc/GLC (its `src` package goes first on `sys.path`; its modules
-keep their own imports and global state, hence the separate process), builds `GLC_Image` with
-the default initialisation under seed 0 (the machine is offline; latency does not depend on
-the weights), fp32, eval, `no_grad`, and prints one JSON line: the timed runs, the parameter
-count and this process's peak RSS.
+`python -m gicl.peers.official KIND CHECKOUT INPUT.pt WARMUP REPEATS THREADS` imports the
+model from a checkout of the authors' repository (put first on `sys.path`; their modules keep
+their own imports and global state, hence the separate process), builds it with the default
+initialisation under seed 0 (the machine is offline; latency does not depend on the weights),
+fp32, eval, `no_grad`, and prints one JSON line: the timed runs, the parameter count and this
+process's peak RSS.
 
+GLC (KIND `glc`, jzyustc/GLC):
 GLC's published code has no entropy coder: `GLC_Image.test(x, q)` runs the whole model and
 estimates bits. The split timed here follows that call sequence line by line:
 - compress = everything the sender computes: `vqgan.encoder` → `enc` → `hyper_enc` →
@@ -17,19 +18,35 @@ estimates bits. The split timed here follows that call sequence line by line:
   decoder's spatial prior makes, with y standing in for the entropy-decoded values) → `dec`
   → `vqgan.generator`.
 The input is padded to a multiple of 64 with replicate padding, as the authors' test script.
+
+Control-GIC (KIND `controlgic`, lianqi1008/Control-GIC): `CGIC.compress(x, dir, huffman,
+binary, False)` exactly as its inference.py calls it — one function that encodes, Huffman-codes
+the indices and masks into files, reads them back and decodes. Compress is timed up to its
+first `decompress_string` (seen through a wrapper of the two coders), decompress from there to
+the return. Built from `configs/config_inference.yaml` without `lossconfig` and `ckpt_path`
+(the training loss loads pretrained VGG/AlexNet weights, unavailable offline; the checkpoint
+is what random weights replace); the EMA copies the config asks for are built, as in the
+authors' inference. CPU patch: `Module.cuda` is a no-op (their quantizer calls `.cuda()`
+when built). The codebook usage counters that feed its Huffman table are all set to 1 (a
+uniform 10-bit code; theirs come from training). The input is center-cropped to a multiple of
+16, as its dataset does.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from gicl.errors import UserError
 
-LAYOUT = {"glc": ("src/models/image_model.py", "jzyustc/GLC", "official-glc")}
+LAYOUT = {"glc": ("src/models/image_model.py", "jzyustc/GLC", "official-glc"),
+          "controlgic": ("configs/config_inference.yaml", "lianqi1008/Control-GIC",
+                         "official-controlgic")}
 
 
 def check_checkout(kind: str, checkout: Path) -> None:
@@ -90,7 +107,65 @@ def glc_runs(checkout: Path, x: Any, warmup: int, repeats: int) -> dict[str, Any
                     "no entropy coder in it (bits estimated), so no file size"}
 
 
-RUNNERS = {"glc": glc_runs}
+class SplitClock:
+    """Wraps the authors' Huffman/binary coder and notes when decoding starts: the moment
+    `CGIC.compress` turns from encoding to decoding."""
+
+    def __init__(self, coder: Any, clock: dict[str, float]) -> None:
+        self.coder, self.clock = coder, clock
+
+    def compress(self, *args: Any) -> Any:
+        return self.coder.compress(*args)
+
+    def decompress_string(self, *args: Any) -> Any:
+        self.clock.setdefault("split", time.perf_counter())
+        return self.coder.decompress_string(*args)
+
+
+def controlgic_runs(checkout: Path, x: Any, warmup: int, repeats: int) -> dict[str, Any]:
+    """Time CGIC.compress, split at its first read-back (module docstring)."""
+    import torch
+    import yaml
+
+    torch.nn.Module.cuda = lambda self, device=None: self  # CPU patch (module docstring)
+    sys.path.insert(0, str(checkout))
+    from CGIC.models.model import CGIC  # the authors' modules
+    from CGIC.tools.indices_coding import HuffmanCoding
+    from CGIC.tools.mask_coding import BinaryCoding
+
+    params = yaml.safe_load((checkout / "configs/config_inference.yaml").read_text())
+    params = {k: v for k, v in params["model"]["params"].items()
+              if k not in ("lossconfig", "ckpt_path")}
+    torch.manual_seed(0)
+    model = CGIC(**params).eval()
+    counter = model.quantize.embedding_counter
+    with torch.no_grad():
+        for count in counter.values():
+            count.fill_(1)
+    h, w = x.shape[-2:]
+    top, left = (h % 16) // 2, (w % 16) // 2  # torchvision center_crop to multiples of 16
+    x = x[..., top:top + h - h % 16, left:left + w - w % 16]
+    clock: dict[str, float] = {}
+    coders = (SplitClock(HuffmanCoding(counter), clock), SplitClock(BinaryCoding(), clock))
+    enc, dec = [], []
+    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+        for i in range(warmup + repeats):
+            clock.clear()
+            t0 = time.perf_counter()
+            model.compress(x, tmp, *coders, False)
+            t2 = time.perf_counter()
+            if i >= warmup:
+                enc.append((clock["split"] - t0) * 1e3)
+                dec.append((t2 - clock["split"]) * 1e3)
+            for name in os.listdir(tmp):  # each run writes its own files
+                os.remove(os.path.join(tmp, name))
+    return {"enc": enc, "dec": dec,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "note": "the authors' inference code (CGIC.compress: encode, Huffman to files, "
+                    "read back, decode), default random init (seed 0), fp32"}
+
+
+RUNNERS = {"glc": glc_runs, "controlgic": controlgic_runs}
 
 
 def main(argv: list[str]) -> int:
