@@ -43,6 +43,10 @@ def register(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip FLOP counting")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--against", action="append", default=[], metavar="NAME",
+                   help="a peer measured in the same run (repeatable): compressai:ARCH:QUALITY, "
+                        "pillow:jpeg|webp|avif:QUALITY, official-glc:CHECKOUT, "
+                        "official-controlgic:CHECKOUT")
     p.set_defaults(func=run)
 
 
@@ -78,7 +82,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be ≥ 1")
     point = parse_points(args.point, "--point", one=True)[0] if args.point else None
+    from gicl.peers import check_peer, measure_peers, parse_peer
     from gicl.recipes import resolve
+
+    peers = [parse_peer(spec) for spec in args.against]
 
     config = resolve(args.recipe, args.profile, args.overrides)  # before torch: errors are quick
 
@@ -92,6 +99,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    for peer in peers:
+        check_peer(peer)
     codec = build_codec(config["codec"]).eval().to(device)
     codec.update()  # the tables a model file carries (CompressAI bottlenecks need them to code)
     x = load_input(args.image, h, w).to(device)
@@ -134,6 +143,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
     if coding:
         result["index_coding"] = coding
+    if peers:  # after gicl's own peak RSS was read: in-process peers do not inflate it
+        result["peers"] = measure_peers(peers, x, args.warmup, args.repeats,
+                                        (result["compress_ms"], result["decompress_ms"]))
     if device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return result
@@ -180,5 +192,9 @@ def run(args: argparse.Namespace) -> int:
               f"(synthetic μ, σ; round trip {'ok' if c['round_trip'] else 'FAILED'})")
     print(f"  peak RSS   {r['peak_rss_mb']:9.0f} MB"
           + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""))
+    from gicl.peers import peer_lines
+
+    for line in peer_lines(r.get("peers", [])):
+        print(line)
     print(f"  machine: {machine_line(m)}")
     return 0
