@@ -26,3 +26,16 @@ def test_no_tracked_file_points_outside_the_repository():
         found += [f"{name}:{i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1)
                   if OUTSIDE.search(line)]
     assert not found, "\n".join(found)
+
+
+def test_every_package_folder_is_in_the_distribution():
+    """A wheel (non-editable install) holds only the packages pyproject lists: a sub-package
+    missing there works in the editable checkout and fails for users."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    for package, folder in config["package-dir"].items():
+        for init in sorted((REPO / folder).rglob("__init__.py")):
+            parts = init.parent.relative_to(REPO / folder).parts
+            assert ".".join((package, *parts)) in listed, f"{init.parent} is not in pyproject's packages"
