@@ -160,9 +160,10 @@ def read_codec_weights(path: str | Path, raw: bool = False
 
 
 def _renamed(state: dict[str, torch.Tensor],
-             prefixes: dict[str, str]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Stored keys under their mapped names (longest matching source prefix wins) and the
-    stored keys no prefix maps. Without a map every key keeps its name."""
+             prefixes: dict[str, str | list[str]]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Stored keys under their mapped names (longest matching source prefix wins; a list of
+    targets initialises several tensor sets from one) and the stored keys no prefix maps.
+    Without a map every key keeps its name."""
     if not prefixes:
         return dict(state), []
     order = sorted(prefixes, key=len, reverse=True)
@@ -171,8 +172,10 @@ def _renamed(state: dict[str, torch.Tensor],
         src = next((p for p in order if key.startswith(p)), None)
         if src is None:
             unmapped.append(key)
-        else:
-            out[prefixes[src] + key[len(src):]] = value
+            continue
+        targets = prefixes[src]
+        for target in [targets] if isinstance(targets, str) else targets:
+            out[target + key[len(src):]] = value
     return out, unmapped
 
 
@@ -181,14 +184,15 @@ def _summary(keys: list[str]) -> str:
     return f"{len(keys)}" + (f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})" if keys else "")
 
 
-def load_codec_weights(codec: Codec, path: Path, prefixes: dict[str, str] | None = None,
+def load_codec_weights(codec: Codec, path: Path, prefixes: dict[str, str | list[str]] | None = None,
                        strict: bool = False) -> None:
     """Initialise `codec` from a model file or a runner checkpoint (a recipe's `init:`).
 
     Without `prefixes` the stored codec must be the same kind as `codec`. With them (e.g.
     {"encoder.": "analysis.encoder."}) any codec's weights load under the new names: stored
-    keys no prefix maps are unused. Logs what was loaded, what starts fresh and what was
-    unused; `strict` makes anything fresh or unused an error.
+    keys no prefix maps are unused; a list of targets loads one stored set into several
+    (GLC: the VQ-VAE codebook initialises the hyper codebook too). Logs what was loaded,
+    what starts fresh and what was unused; `strict` makes anything fresh or unused an error.
     """
     import logging
 

@@ -326,10 +326,13 @@ def init_spec(value: Any, where: str) -> dict[str, Any] | None:
     spec = {"from": value.get("from"), "map": value.get("map") or {}, "strict": value.get("strict", False)}
     if not isinstance(spec["from"], str) or not spec["from"]:
         raise RecipeError(f"{where}.from must be 'previous' or a path to a model file or checkpoint")
+    def prefixes(v: Any) -> bool:
+        return isinstance(v, str) or (isinstance(v, list) and bool(v) and all(isinstance(t, str) for t in v))
+
     if not isinstance(spec["map"], dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in spec["map"].items()):
-        raise RecipeError(f"{where}.map must map stored key prefixes to codec key prefixes, "
-                          "e.g. {'encoder.': 'analysis.'}")
+            isinstance(k, str) and prefixes(v) for k, v in spec["map"].items()):
+        raise RecipeError(f"{where}.map must map stored key prefixes to codec key prefixes (or "
+                          "lists of them), e.g. {'encoder.': 'analysis.'}")
     if not isinstance(spec["strict"], bool):
         raise RecipeError(f"{where}.strict must be true or false")
     return spec

@@ -101,8 +101,10 @@ def test_fit_smoke_runs_three_stages_and_stage_two_keeps_stage_ones_vqvae_bit_id
     assert not torch.equal(stage_one["vqgan.encoder.blocks.0.weight"], built["vqgan.encoder.blocks.0.weight"])
     # stage II's start: its own fresh build (runner seed 0 + stage 1) plus stage I's VQ-VAE
     start = smoke_codec(seed=SMOKE["trainer"]["seed"] + 1)
-    load_codec_weights(start, run / "vqvae" / "final.pt", {"vqgan.": "vqgan."})
+    load_codec_weights(start, run / "vqvae" / "final.pt", SMOKE["stages"]["latent"]["init"]["map"])
     before = start.state_dict()
+    # the hyper codebook starts as stage I's codebook
+    assert torch.equal(before["z_vq.embedding.weight"], stage_one["vqgan.quantize.embedding.weight"])
     _, trained, _ = read_codec_weights(run / "latent" / "checkpoints" / "last.ckpt")
     _, final, _ = read_codec_weights(run / "latent" / "final.pt")
     assert set(trained) == set(before) == set(final)
