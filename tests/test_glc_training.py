@@ -75,7 +75,7 @@ def test_stage_three_objective_uses_the_pixel_code_predictor_per_row():
         d_code, _, _ = code_distortion(codec, codec.vqgan.encoder(x[i:i + 1] * 2 - 1),
                                        codec.vqgan.encoder(out.x_hat * 2 - 1), 0.5,
                                        codec.code_pred_pix_loss)
-        l1 = (x[i:i + 1] - out.x_hat).abs().mean()
+        l1 = ((2 * x[i:i + 1] - 1) - (2 * out.x_hat - 1)).abs().mean()  # on the recipe's [-1, 1]
         expected += (out.bits() / 4096 + lambdas[i] * (l1 + 0.05 * d_code)).sum() + out.losses["z_vq"]
     torch.testing.assert_close(total, expected / 2, rtol=1e-4, atol=1e-6)
     total.backward()  # the pixel predictor learns; the latent one is not used here
