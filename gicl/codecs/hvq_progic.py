@@ -12,13 +12,15 @@ uses stage i's own codebook for eq. 3's anchors.
 Rates (`forward`): bits per image by section — `hyper_stage<i>` (R_z) and `stage<i>` (R_ind,
 eq. 4) for the k stages of the point; `losses` adds `rate_ind` and `rate_z` in bpp.
 
-Bitstream (progressive, as ProGIC's): sections [hyper_stage1, stage1, hyper_stage2, stage2,
-…], two per stage, each with its own checksum. The container (`gicl/bitstream.py`) counts
-prefixes in whole sections, so keeping a stage's hyper and index streams as two sections
-keeps HyperVQ's per-section checksums and needs no sub-framing: a prefix of j sections
-decodes its ⌊j/2⌋ complete stages (a hyper section whose index section is missing is
-ignored) to exactly ProGIC's stage-⌊j/2⌋ reconstruction of the same backbone. Every stage's
-hyperprior depends only on that stage's own input, so a stage decodes without any later one.
+Bitstream (progressive, as ProGIC's): one section per stage, so section i is stage i as in
+ProGIC and the container's prefixes (counted in whole sections, `gicl/bitstream.py`) are
+exactly the stage prefixes: a prefix of k sections decodes to ProGIC's stage-k
+reconstruction of the same backbone. Section i = u32 big-endian length of the hyper stream,
+the EntropyBottleneck's rANS string of stage i's hyper-latents, then HyperVQ's range code of
+stage i's indices (4 bytes of framing per stage). Its checksum is that of the decoded index
+symbols: a desync of the hyper-latents changes μ, σ and so the decoded symbols, which the
+same check sees. Every stage's hyperprior reads only that stage's own input, so a stage
+decodes without any later one.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gicl.codecs.base import CodecOutput, EncodedImage, register_codec
+from gicl.codecs.base import CodecOutput, EncodedImage, register_codec, verify_symbols
 from gicl.codecs.hyperprior_codec import HyperpriorCodec, check_backbone_keys, rate_losses
 from gicl.codecs.progic import ProGIC
 from gicl.entropy.hypervq import HYPER_CHANNELS, HyperVQ
 from gicl.errors import BitstreamError
 
-SECTIONS_PER_STAGE = 2  # hyper-latents, indices
+HYPER_LENGTH_BYTES = 4
 
 
 def branch(i: int) -> str:
@@ -96,26 +98,34 @@ class HVQProGIC(HyperpriorCodec):
             {branch(i + 1): inputs[i] for i in range(k)},
             {branch(i + 1): idx[:, i] for i in range(k)}, self.codebooks(k),
         )
-        encoded = EncodedImage(sections=streams.sections, checksums=streams.checksums,
+        hyper, ind = streams.sections[::2], streams.sections[1::2]
+        sections = [len(h).to_bytes(HYPER_LENGTH_BYTES, "big") + h + i
+                    for h, i in zip(hyper, ind, strict=True)]
+        encoded = EncodedImage(sections=sections, checksums=streams.checksums[1::2],
                                point={"stages": k}, size=(int(x.shape[-2]), int(x.shape[-1])))
         return encoded, streams.index_bits
 
     @torch.no_grad()
     def decompress(self, encoded: EncodedImage) -> Tensor:
-        """Decodes the complete stages present: any prefix of whole stages."""
-        n = self.backbone.num_stages
-        k = min(len(encoded.sections), len(encoded.checksums)) // SECTIONS_PER_STAGE
-        if not 1 <= k or len(encoded.sections) > SECTIONS_PER_STAGE * n:
-            raise BitstreamError(
-                f"an HVQ-ProGIC stream holds 2 sections (hyper-latents, indices) per stage for "
-                f"1..{n} stages, this one {len(encoded.sections)} sections: it is truncated or "
-                "of another model")
+        """Decodes as many stages as there are sections: any prefix of whole stages."""
+        k, n = len(encoded.sections), self.backbone.num_stages
+        if not 1 <= k <= n:
+            raise BitstreamError(f"an HVQ-ProGIC stream holds 1..{n} stage sections, this one {k}")
+        if len(encoded.checksums) < k:
+            raise BitstreamError(f"{k} sections but {len(encoded.checksums)} checksums")
+        streams = []
+        for i, section in enumerate(encoded.sections):
+            length = int.from_bytes(section[:HYPER_LENGTH_BYTES], "big")
+            if len(section) < HYPER_LENGTH_BYTES + length:
+                raise BitstreamError(f"section {i} is shorter than the hyper stream it announces: "
+                                     "the file is damaged or of another model")
+            body = section[HYPER_LENGTH_BYTES:]
+            streams += [body[:length], body[length:]]
         h, w = encoded.size
         shape = (-(-h // self.multiple), -(-w // self.multiple))
-        used = SECTIONS_PER_STAGE * k
         indices = self.hyperprior.decompress(
-            list(encoded.sections[:used]), {branch(i + 1): shape for i in range(k)},
-            self.codebooks(k), None, list(encoded.checksums[:used]),
-        )
+            streams, {branch(i + 1): shape for i in range(k)}, self.codebooks(k))
+        for i in range(k):
+            verify_symbols(indices[branch(i + 1)].flatten(), encoded.checksums[i], i)
         stacked = torch.stack([indices[branch(i + 1)] for i in range(k)], 1)
         return self.backbone.decode_indices(stacked, (h, w))
