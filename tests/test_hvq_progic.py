@@ -59,10 +59,10 @@ def test_round_trip_equals_forward_and_payload_matches_tables(codec, box):
         enc, table_bits = codec.compress_with_report(x, {"stages": k})
         assert len(enc.sections) == k
         assert torch.equal(codec.decompress(enc), out.x_hat)
-        for i, section in enumerate(enc.sections):  # [u32 hyper length][hyper][indices]
+        for i, section in enumerate(enc.sections):  # [u16 h, u16 w, u32 hyper length][hyper][indices]
             name = f"stage{i + 1}"
-            length = int.from_bytes(section[:4], "big")
-            payload = 8 * (len(section) - 4 - length)
+            length = int.from_bytes(section[4:8], "big")
+            payload = 8 * (len(section) - 8 - length)
             assert abs(payload - table_bits[name]) <= 0.005 * table_bits[name] + WORD_SLACK_BITS
             rz = float(out.rate[f"hyper_{name}"][0])
             hyper = 8 * length
@@ -98,7 +98,9 @@ def test_unknown_key_and_truncated_file(codec):
     x = photo("kodim15.png", (0, 0, 64, 64))
     enc = codec.compress(x, {"stages": 2})
     with pytest.raises(BitstreamError, match="shorter than the hyper stream"):
-        codec.decompress(type(enc)([enc.sections[0][:5]], enc.checksums[:1], enc.point, enc.size))
+        codec.decompress(type(enc)([enc.sections[0][:9]], enc.checksums[:1], enc.point, enc.size))
+    with pytest.raises(BitstreamError, match="codes a 4×4 latent, the image size 4096×64"):
+        codec.decompress(type(enc)(enc.sections, enc.checksums, enc.point, (4096, 64)))
     data = bitstream.write(enc, FINGERPRINT, codec.operating_points())
     with pytest.raises(BitstreamError) as err:  # cut inside the last section
         codec.decompress(bitstream.bind(bitstream.read(data[:-3]), codec, FINGERPRINT))

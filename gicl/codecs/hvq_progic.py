@@ -15,9 +15,12 @@ eq. 4) for the k stages of the point; `losses` adds `rate_ind` and `rate_z` in b
 Bitstream (progressive, as ProGIC's): one section per stage, so section i is stage i as in
 ProGIC and the container's prefixes (counted in whole sections, `gicl/bitstream.py`) are
 exactly the stage prefixes: a prefix of k sections decodes to ProGIC's stage-k
-reconstruction of the same backbone. Section i = u32 big-endian length of the hyper stream,
-the EntropyBottleneck's rANS string of stage i's hyper-latents, then HyperVQ's range code of
-stage i's indices (4 bytes of framing per stage). Its checksum is that of the decoded index
+reconstruction of the same backbone. Section i = a frame (u16 latent height, u16 latent width,
+u32 length of the hyper stream, big-endian), the EntropyBottleneck's rANS string of stage i's
+hyper-latents, then HyperVQ's range code of stage i's indices (8 bytes of framing per stage).
+The latent shape is checked against the header's image size before anything is decoded: the
+rANS decoder cannot tell a stream from one of another size, and a wrong size would make it
+decode (and allocate) for an image that is not there. Its checksum is that of the decoded index
 symbols: a desync of the hyper-latents changes μ, σ and so the decoded symbols, which the
 same check sees. Every stage's hyperprior reads only that stage's own input, so a stage
 decodes without any later one.
@@ -26,6 +29,7 @@ decodes without any later one.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Any
 
 import torch
@@ -37,7 +41,7 @@ from gicl.codecs.progic import ProGIC
 from gicl.entropy.hypervq import HYPER_CHANNELS, HyperVQ
 from gicl.errors import BitstreamError
 
-HYPER_LENGTH_BYTES = 4
+FRAME = struct.Struct(">HHI")  # latent height, latent width, hyper stream bytes
 
 
 def branch(i: int) -> str:
@@ -99,8 +103,8 @@ class HVQProGIC(HyperpriorCodec):
             {branch(i + 1): idx[:, i] for i in range(k)}, self.codebooks(k),
         )
         hyper, ind = streams.sections[::2], streams.sections[1::2]
-        sections = [len(h).to_bytes(HYPER_LENGTH_BYTES, "big") + h + i
-                    for h, i in zip(hyper, ind, strict=True)]
+        shape = tuple(idx.shape[-2:])
+        sections = [FRAME.pack(*shape, len(h)) + h + i for h, i in zip(hyper, ind, strict=True)]
         encoded = EncodedImage(sections=sections, checksums=streams.checksums[1::2],
                                point={"stages": k}, size=(int(x.shape[-2]), int(x.shape[-1])))
         return encoded, streams.index_bits
@@ -113,16 +117,21 @@ class HVQProGIC(HyperpriorCodec):
             raise BitstreamError(f"an HVQ-ProGIC stream holds 1..{n} stage sections, this one {k}")
         if len(encoded.checksums) < k:
             raise BitstreamError(f"{k} sections but {len(encoded.checksums)} checksums")
-        streams = []
-        for i, section in enumerate(encoded.sections):
-            length = int.from_bytes(section[:HYPER_LENGTH_BYTES], "big")
-            if len(section) < HYPER_LENGTH_BYTES + length:
-                raise BitstreamError(f"section {i} is shorter than the hyper stream it announces: "
-                                     "the file is damaged or of another model")
-            body = section[HYPER_LENGTH_BYTES:]
-            streams += [body[:length], body[length:]]
         h, w = encoded.size
         shape = (-(-h // self.multiple), -(-w // self.multiple))
+        streams = []
+        for i, section in enumerate(encoded.sections):
+            if len(section) < FRAME.size:
+                raise BitstreamError(f"section {i} is shorter than its frame: the file is damaged")
+            lh, lw, length = FRAME.unpack_from(section)
+            if (lh, lw) != shape:
+                raise BitstreamError(f"section {i} codes a {lh}×{lw} latent, the image size "
+                                     f"{h}×{w} needs {shape[0]}×{shape[1]}: the file is damaged")
+            if len(section) < FRAME.size + length:
+                raise BitstreamError(f"section {i} is shorter than the hyper stream it announces: "
+                                     "the file is damaged or of another model")
+            body = section[FRAME.size:]
+            streams += [body[:length], body[length:]]
         indices = self.hyperprior.decompress(
             streams, {branch(i + 1): shape for i in range(k)}, self.codebooks(k))
         for i in range(k):
