@@ -14,6 +14,7 @@ from test_controlgic import TINY as TINY_CONTROLGIC
 from test_glc_fill import TINY as TINY_GLC
 from test_glc_vqvae import TINY as TINY_GLC_VQVAE
 from test_hvq_cgic import TINY as TINY_HVQ_CGIC
+from test_hvq_progic import TINY as TINY_HVQ_PROGIC
 
 from gicl.cli import main
 from gicl.codecs.base import build_codec
@@ -30,6 +31,7 @@ CODECS = {
     "glc": TINY_GLC,  # pads to 64: hyper-latent at H/64
     "glc_vqvae": TINY_GLC_VQVAE,  # GLC's VQ-VAE alone (stage I), latent H/2
     "hvq_cgic": TINY_HVQ_CGIC,  # Control-GIC's padding, hyper-latents at H/16 of each branch
+    "hvq_progic": TINY_HVQ_PROGIC,  # ProGIC's padding, hyper-latents at H/64
 }
 SIZES = [(1, 1), (1, 23), (23, 1), (17, 9)]
 

@@ -39,6 +39,7 @@ from test_bitstream_progressive import TINY as VQGAN_TINY
 from test_glc_fill import TINY as GLC_TINY
 from test_glc_vqvae import TINY as GLC_VQVAE_TINY
 from test_hvq_cgic import TINY as HVQ_CGIC_TINY
+from test_hvq_progic import TINY as HVQ_PROGIC_TINY
 
 from gicl import bitstream
 from gicl.codecs.base import build_codec
@@ -60,7 +61,7 @@ def model(tmp: Path, name: str) -> codec_io.Model:
     torch.manual_seed(0)
     coder = {"entropy_coder": "range"} if name == "controlgic-range" else {}
     named = {"vqgan": {"name": "vqgan", **VQGAN_TINY}, "glc": GLC_TINY, "hvq_cgic": HVQ_CGIC_TINY,
-             "glc_vqvae": GLC_VQVAE_TINY}
+             "glc_vqvae": GLC_VQVAE_TINY, "hvq_progic": HVQ_PROGIC_TINY}
     codec = build_codec(named.get(name) or {**CONTROLGIC_TINY, **coder})
     if name.startswith("controlgic"):  # a skewed entropy table, zeros included
         table = torch.rand(64, generator=torch.Generator().manual_seed(1)) ** 4 * 1000
@@ -198,7 +199,7 @@ def one_thread():
 def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("GICL_CACHE", str(tmp_path / "cache"))
     sizes = {"vqgan": (16, 16), "progic": (32, 32), "controlgic": (32, 32), "glc": (64, 64),
-             "hvq_cgic": (32, 32), "glc_vqvae": (16, 16)}
+             "hvq_cgic": (32, 32), "glc_vqvae": (16, 16), "hvq_progic": (32, 32)}
     totals: Counter = Counter()
     crashes: list[str] = []
     slowest = 0.0

@@ -30,11 +30,9 @@ import dataclasses
 from typing import Any
 
 import torch
-from compressai.entropy_models import EntropyBottleneck
-from torch import Tensor, nn
+from torch import Tensor
 
 from gicl.codecs.base import (
-    Codec,
     CodecOutput,
     EncodedImage,
     register_codec,
@@ -42,17 +40,17 @@ from gicl.codecs.base import (
     verify_symbols,
 )
 from gicl.codecs.controlgic import GRANULARITIES, ControlGIC
+from gicl.codecs.hyperprior_codec import HyperpriorCodec, check_backbone_keys, rate_losses
 from gicl.codecs.routing import Masks
 from gicl.entropy import fixed
 from gicl.entropy.hypervq import HYPER_CHANNELS, HyperVQ
-from gicl.errors import BitstreamError, RecipeError
-from gicl.registry import signature_keywords
+from gicl.errors import BitstreamError
 
 SECTION_ORDER = ("coarse", "medium", "fine")  # Control-GIC's order: a coarse token first
 
 
 @register_codec
-class HVQCGIC(Codec):
+class HVQCGIC(HyperpriorCodec):
     codec_id = "hvq_cgic"
     multiple = ControlGIC.multiple
 
@@ -61,11 +59,7 @@ class HVQCGIC(Codec):
         d = 4, the paper's 132.30 M − 130.69 M = 1.61 M). Every other key is a Control-GIC
         constructor argument (the backbone's)."""
         super().__init__()
-        known = signature_keywords(ControlGIC) or set()
-        unknown = sorted(set(backbone) - known)
-        if unknown:
-            raise RecipeError(f"unknown key 'codec.{unknown[0]}' (known: "
-                              f"{', '.join(sorted(known | {'hyper_channels'}))})")
+        check_backbone_keys(ControlGIC, backbone)
         self.backbone = ControlGIC(**backbone)
         q = self.backbone.quantizer
         self.hyperprior = HyperVQ({g: (q.embed_dim, q.n_embed) for g in SECTION_ORDER},
@@ -74,21 +68,6 @@ class HVQCGIC(Codec):
     # ---------------------------------------------------------------- entropy model
     def codebook(self) -> Tensor:
         return self.backbone.quantizer.embedding.weight
-
-    def parameter_groups(self) -> dict[str, nn.Module]:
-        """`backbone` (all of Control-GIC) and `hyperprior`: stage B freezes the backbone."""
-        return {"backbone": self.backbone, "hyperprior": self.hyperprior}
-
-    def aux_parameters(self) -> list[nn.Parameter]:
-        return [m.quantiles for m in self.hyperprior.modules() if isinstance(m, EntropyBottleneck)]
-
-    def aux_loss(self) -> Tensor:
-        return self.hyperprior.aux_loss()
-
-    def update(self) -> None:
-        """Rebuild the hyper-latent CDF tables from the current quantiles (forced: they
-        move during training after a first update)."""
-        self.hyperprior.update(force=True)
 
     # ---------------------------------------------------------------- model
     def forward(self, x: Tensor, point: dict[str, Any] | None = None) -> CodecOutput:
@@ -99,11 +78,7 @@ class HVQCGIC(Codec):
         for g in SECTION_ORDER:
             rate[f"hyper_{g}"], rate[g] = hv.rate_z[g], hv.rate_ind[g]
         pixels = x.shape[-2] * x.shape[-1]
-        losses = {
-            **out.losses,
-            "rate_ind": sum(hv.rate_ind.values()).mean() / pixels,  # type: ignore[union-attr]
-            "rate_z": sum(hv.rate_z.values()).mean() / pixels,  # type: ignore[union-attr]
-        }
+        losses = {**out.losses, **rate_losses(hv, pixels)}
         static = {g: out.rate[g] for g in GRANULARITIES}
         extras = {**out.extras, "static_rate": static}
         return dataclasses.replace(out, rate=rate, losses=losses, extras=extras)
@@ -134,9 +109,6 @@ class HVQCGIC(Codec):
         )
         return encoded, streams.index_bits
 
-    def compress(self, x: Tensor, point: dict[str, Any] | None = None) -> EncodedImage:
-        return self.compress_with_report(x, point)[0]
-
     @torch.no_grad()
     def decompress(self, encoded: EncodedImage) -> Tensor:
         n = 1 + 2 * len(SECTION_ORDER)
@@ -159,23 +131,5 @@ class HVQCGIC(Codec):
         return b._decode(b._hybrid(zq, masks), masks, (h, w))
 
     # ---------------------------------------------------------------- the backbone's
-    def static_baseline(self) -> ControlGIC:
-        """The coding HyperVQ replaces: the backbone with its static Huffman table (the
-        `static_baseline` callback compares file rates with it at every validation)."""
-        return self.backbone
-
-    def operating_points(self) -> list[dict[str, Any]]:
-        return self.backbone.operating_points()
-
-    def check_point(self, point: dict[str, Any]) -> None:
-        self.backbone.check_point(point)
-
-    def point_for_bpp(self, bpp: float, h: int, w: int, **kwargs: Any) -> dict[str, Any]:
-        """The backbone's rate control (static-table curve; see the module docstring)."""
-        return self.backbone.point_for_bpp(bpp, h, w, **kwargs)
-
     def behaviour(self) -> dict[str, Any]:
         return self.backbone.behaviour()
-
-    def last_decoder_layer(self) -> Tensor:
-        return self.backbone.last_decoder_layer()

@@ -178,7 +178,9 @@ class ProGIC(Codec):
         size = (x.shape[-2], x.shape[-1])
         y = self.encoder(pad_to_multiple(x, self.multiple))
         prefixes, indices, vq_losses = self.quantizer(y, k)
-        extras: dict[str, Any] = {"indices": indices, "quantizers": list(self.quantizer.stages[:k])}
+        extras: dict[str, Any] = {
+            "indices": indices, "quantizers": list(self.quantizer.stages[:k]), "latent": y,
+        }
         recons = None
         if (point or {}).get("all_stages"):
             b = x.shape[0]
@@ -208,15 +210,21 @@ class ProGIC(Codec):
 
     # -- bitstream ---------------------------------------------------------------------
 
-    def encode_indices(self, x: Tensor, k: int) -> Tensor:
-        """(1, 3, H, W) → (1, k, ⌈H/16⌉, ⌈W/16⌉) indices, the same as forward's."""
+    def encode_stages(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor]:
+        """(1, 3, H, W) → the k quantizers' continuous inputs (y, r₂, …, r_k) and their
+        (1, k, ⌈H/16⌉, ⌈W/16⌉) indices, the same as forward's (a hyperprior reads the inputs)."""
         residual = self.encoder(pad_to_multiple(x, self.multiple))
-        out = []
+        inputs, out = [], []
         for vq in self.quantizer.stages[:k]:
             idx = vq.indices(residual)
+            inputs.append(residual)
             residual = residual - vq.embed(idx).to(residual.dtype)
             out.append(idx)
-        return torch.stack(out, 1)
+        return inputs, torch.stack(out, 1)
+
+    def encode_indices(self, x: Tensor, k: int) -> Tensor:
+        """(1, 3, H, W) → (1, k, ⌈H/16⌉, ⌈W/16⌉) indices, the same as forward's."""
+        return self.encode_stages(x, k)[1]
 
     def compress(self, x: Tensor, point: dict[str, Any] | None = None) -> EncodedImage:
         k = self.stages_of(point)
@@ -246,10 +254,14 @@ class ProGIC(Codec):
             if int(symbols.max()) >= self.quantizer.stages[i].n_embed:
                 raise BitstreamError(f"section {i} holds indices beyond the codebook")
             idx.append(symbols.view(1, lh, lw))
-        y_hat = self.quantizer.decode(torch.stack(idx, 1).to(self.device_of()))
+        return self.decode_indices(torch.stack(idx, 1).to(self.device_of()), (h, w))
+
+    def decode_indices(self, indices: Tensor, size: tuple[int, int]) -> Tensor:
+        """x̂_k from the (1, k, h, w) indices of the first k stages, cropped to `size`."""
+        y_hat = self.quantizer.decode(indices)
         # embedding lookups come back channels-last strided; convolutions on that layout
         # round differently (~1e-7) from forward's contiguous prefix sums
-        return self.decode_latent(y_hat.contiguous(), j, (h, w))
+        return self.decode_latent(y_hat.contiguous(), indices.shape[1], size)
 
     def last_decoder_layer(self) -> Tensor:
         return self.decoder.conv_out.weight

@@ -336,7 +336,9 @@ class HyperVQ(nn.Module):
                 out[name] = torch.zeros(1, h, w, dtype=torch.int64, device=device)
                 continue
             hyper_size = (-(-h // HYPER_STRIDE), -(-w // HYPER_STRIDE))
-            y_hat = block.bottleneck.decompress([sections[2 * i]], hyper_size).to(device)
+            y_hat = block.bottleneck.decompress(
+                [rans_padded(sections[2 * i], block.bottleneck.channels * hyper_size[0] * hyper_size[1])],
+                hyper_size).to(device)
             if checksums is not None:
                 _verify_float(y_hat, checksums[2 * i], 2 * i)
             mu_idx, sigma_idx, grid = self._snapped(block, y_hat, (h, w), mask, codebook)
@@ -359,6 +361,16 @@ class HyperVQ(nn.Module):
         mu, sigma = block.parameters_for(y_hat, size, grid, float64=True)
         mu_idx, sigma_idx = grid.snap(present(mu, mask), present(sigma, mask))
         return mu_idx, sigma_idx, grid
+
+
+def rans_padded(data: bytes, symbols: int) -> bytes:
+    """`data` followed by zero bytes the rANS decoder may over-read on a damaged or mis-sized
+    stream. CompressAI's C++ decoder reads 32-bit words without a bounds check: one per
+    symbol, plus 4-bit bypass chunks that repeat while they read all ones, so a stream too
+    short for the symbols asked (a wrong image size, a changed byte) reads past its end and
+    can crash the process. Zeros end every bypass run at once; a valid stream never reads
+    them (its decode is unchanged)."""
+    return data + bytes(8 * symbols + len(data) + 16)
 
 
 def _float_checksum(t: Tensor) -> int:
