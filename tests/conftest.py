@@ -66,6 +66,14 @@ def empty_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+def kodak_crop(name: str, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """A crop (left, top, right, bottom) of a committed Kodak photo as (1, 3, H, W) in [0, 1]."""
+    from gicl.images import read_image
+
+    left, top, right, bottom = box
+    return read_image(KODAK / name)[..., top:bottom, left:right].contiguous()
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m gicl ARGS` as a real subprocess; returns the completed process."""

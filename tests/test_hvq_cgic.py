@@ -9,16 +9,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import kodak_crop
 
 from gicl.codecs import build_codec
 from gicl.errors import BitstreamError, RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
-KODAK = Path(__file__).parent / "fixtures" / "kodak"
 TINY = {
     "name": "hvq_cgic", "ch": 32, "ch_mult": [1, 1, 1, 1, 1], "num_res_blocks": 1,
     "n_embed": 64, "resolution": 64, "attn_resolutions": [8], "hyper_channels": 16,
@@ -26,10 +24,6 @@ TINY = {
 POINTS = ({"ratios": [0.5, 0.4, 0.1]}, {"ratios": [0.1, 0.67, 0.23]})
 WORD_SLACK_BITS = 64  # 8 bytes per section
 
-
-def photo(name: str, box: tuple[int, int, int, int]) -> torch.Tensor:
-    img = Image.open(KODAK / name).convert("RGB").crop(box)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float() / 255
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +37,7 @@ def codec():
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("box", [(0, 0, 96, 64), (200, 100, 271, 149)])  # 96×64 and odd 71×49
 def test_round_trip_equals_forward_and_payload_matches_tables(codec, point, box):
-    x = photo("kodim23.png", box)
+    x = kodak_crop("kodim23.png", box)
     with torch.no_grad():
         out = codec(x, point)
     enc, table_bits = codec.compress_with_report(x, point)
@@ -62,7 +56,7 @@ def test_round_trip_equals_forward_and_payload_matches_tables(codec, point, box)
 
 
 def test_only_present_positions_count(codec):
-    x = photo("kodim15.png", (0, 0, 64, 64))
+    x = kodak_crop("kodim15.png", (0, 0, 64, 64))
     with torch.no_grad():
         all_coarse = codec(x, {"ratios": [0.0, 0.0, 1.0]})
         all_fine = codec(x, {"ratios": [1.0, 0.0, 0.0]})
@@ -76,7 +70,7 @@ def test_only_present_positions_count(codec):
 
 def test_rates_train_the_hyperprior_and_groups_split_it(codec):
     c = build_codec(TINY).train()
-    x = photo("kodim15.png", (0, 0, 64, 64))
+    x = kodak_crop("kodim15.png", (0, 0, 64, 64))
     out = c(x, POINTS[0])
     (out.losses["rate_ind"] + out.losses["rate_z"]).backward()
     groups = c.parameter_groups()
@@ -94,14 +88,14 @@ def test_rates_train_the_hyperprior_and_groups_split_it(codec):
 def test_unknown_key_and_truncated_file(codec):
     with pytest.raises(RecipeError, match="codec.n_embeds"):
         build_codec({**TINY, "n_embeds": 8})
-    x = photo("kodim15.png", (0, 0, 64, 64))
+    x = kodak_crop("kodim15.png", (0, 0, 64, 64))
     enc = codec.compress(x, POINTS[0])
     with pytest.raises(BitstreamError):
         codec.decompress(type(enc)(enc.sections[:5], enc.checksums[:5], enc.point, enc.size))
 
 
 def test_another_process_with_other_threads_decodes_the_same_image(codec, tmp_path):
-    x = photo("kodim23.png", (200, 100, 271, 149))
+    x = kodak_crop("kodim23.png", (200, 100, 271, 149))
     enc = codec.compress(x, POINTS[1])
     with torch.no_grad():
         x_hat = codec(x, POINTS[1]).x_hat
@@ -146,7 +140,7 @@ def test_trained_hyperprior_file_matches_its_float_rate():
     backbone), the integer tables the coder uses cost within 1 % of eq. 4's float R_ind."""
     torch.manual_seed(0)
     c = build_codec(TINY)
-    x, point = photo("kodim23.png", (0, 0, 96, 64)), POINTS[0]
+    x, point = kodak_crop("kodim23.png", (0, 0, 96, 64)), POINTS[0]
     for p in c.backbone.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam([p for p in c.hyperprior.parameters() if p.requires_grad], lr=3e-3)
@@ -194,7 +188,7 @@ def test_bench_codec_reports_the_index_coder_at_both_codebook_sizes(codec):
 def test_a_branch_without_tokens_codes_nothing(codec):
     """All-fine: no coarse or medium token, so their hyper-latents are neither coded nor
     counted; the file still decodes to forward's reconstruction."""
-    x, point = photo("kodim23.png", (0, 0, 96, 64)), {"ratios": [1.0, 0.0, 0.0]}
+    x, point = kodak_crop("kodim23.png", (0, 0, 96, 64)), {"ratios": [1.0, 0.0, 0.0]}
     encoded = codec.compress(x, point)
     assert [len(s) for s in encoded.sections[1:5]] == [0, 0, 0, 0]  # coarse, medium: hyper and indices
     assert len(encoded.sections[5]) > 0 and len(encoded.sections[6]) > 0

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import kodak_crop
 
 from gicl import bitstream
 from gicl.codecs import build_codec
 from gicl.errors import BitstreamError, RecipeError
 
-KODAK = __import__("pathlib").Path(__file__).parent / "fixtures" / "kodak"
 TINY = {"name": "hvq_progic", "channels": 16, "enc_blocks": 1, "dec_blocks": 1,
         "latent_channels": 8, "codebook_size": 32, "num_stages": 3, "attention_blocks": 1,
         "hyper_channels": 8}
@@ -19,10 +17,6 @@ BOXES = [(0, 0, 96, 64), (200, 100, 283, 149)]  # 96×64 and odd 83×49
 WORD_SLACK_BITS = 64  # 8 bytes per section
 FINGERPRINT = "ab" * 32
 
-
-def photo(name: str, box: tuple[int, int, int, int]) -> torch.Tensor:
-    img = Image.open(KODAK / name).convert("RGB").crop(box)
-    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float() / 255
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +31,7 @@ def codec():
 def test_every_prefix_of_a_file_decodes_to_progics_stage_k(codec, box):
     """Through the real container: the file of all N stages cut after k sections decodes to
     ProGIC's forward at k stages."""
-    x = photo("kodim23.png", box)
+    x = kodak_crop("kodim23.png", box)
     n = codec.backbone.num_stages
     enc = codec.compress(x, {"stages": n})
     assert len(enc.sections) == n
@@ -52,7 +46,7 @@ def test_every_prefix_of_a_file_decodes_to_progics_stage_k(codec, box):
 
 @pytest.mark.parametrize("box", BOXES)
 def test_round_trip_equals_forward_and_payload_matches_tables(codec, box):
-    x = photo("kodim15.png", box)
+    x = kodak_crop("kodim15.png", box)
     for k in range(1, codec.backbone.num_stages + 1):
         with torch.no_grad():
             out = codec(x, {"stages": k})
@@ -76,7 +70,7 @@ def test_round_trip_equals_forward_and_payload_matches_tables(codec, box):
 def test_rates_train_the_hyperprior_and_static_baseline_is_progic():
     torch.manual_seed(1)
     c = build_codec(TINY).train()
-    x = photo("kodim15.png", (0, 0, 64, 64))
+    x = kodak_crop("kodim15.png", (0, 0, 64, 64))
     out = c(x, {"stages": 2})
     (out.losses["rate_ind"] + out.losses["rate_z"]).backward()
     groups = c.parameter_groups()
@@ -95,7 +89,7 @@ def test_rates_train_the_hyperprior_and_static_baseline_is_progic():
 def test_unknown_key_and_truncated_file(codec):
     with pytest.raises(RecipeError, match="codec.codebook_sizes"):
         build_codec({**TINY, "codebook_sizes": 8})
-    x = photo("kodim15.png", (0, 0, 64, 64))
+    x = kodak_crop("kodim15.png", (0, 0, 64, 64))
     enc = codec.compress(x, {"stages": 2})
     with pytest.raises(BitstreamError, match="shorter than the hyper stream"):
         codec.decompress(type(enc)([enc.sections[0][:9]], enc.checksums[:1], enc.point, enc.size))
