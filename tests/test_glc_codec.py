@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_glc_fill import filled_tiny_glc
+from test_glc_fill import TINY, filled_tiny_glc
 
 from gicl import bitstream
 from gicl.codecs.glc import PARTS, table_bits, table_indexes
@@ -76,6 +76,18 @@ def test_qualities_change_the_symbols(codec, image) -> None:
     assert not torch.equal(a, b)
 
 
+def test_untrained_quality_rows_already_order_the_rates(image) -> None:
+    """q_enc rows start half a bit apart (`quality_gains`), so even a freshly built GLC codes
+    more bits at every higher quality: training refines an order, it does not have to find
+    one (a short run with all rows at 1 swapped neighbouring rows)."""
+    from gicl.codecs import build_codec
+
+    torch.manual_seed(0)
+    codec = build_codec(TINY).eval()
+    sizes = [len(encode(codec, image, {"quality": q})) for q in range(4)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4, sizes
+
+
 def test_table_bits_count_escapes_like_the_coder(codec) -> None:
     """Symbols far outside every table go through CompressAI's bypass escape: the ideal
     length must still match what RansEncoder writes."""
@@ -97,7 +109,7 @@ import sys, torch
 sys.path.insert(0, {str(HERE)!r})
 torch.set_num_threads({threads})
 from test_glc_codec import decode_stream
-from test_glc_fill import filled_tiny_glc
+from test_glc_fill import TINY, filled_tiny_glc
 codec = filled_tiny_glc()
 _, enc = decode_stream(codec, open({str(tmp_path / 'x.gic')!r}, 'rb').read())
 with torch.no_grad():

@@ -93,6 +93,21 @@ BYPASS_BITS = 4  # CompressAI's escape-code chunk
 TRAINING_ONLY = ("vqgan_codebook", "code_predictors")
 
 
+def quality_gains(qualities: int, channels: int) -> Tensor:
+    """Initial q_enc rows: 2^((q − (Q−1)/2) / 2) per channel, i.e. 0.59, 0.84, 1.19, 1.68 for
+    Q = 4 (q_dec starts at the reciprocals, so every row's untrained transform is the same).
+
+    q_enc scales y before rounding, so a larger gain is a finer step and more bits. The paper
+    and the authors' inference code do not say how the rows start (the code ships trained
+    values); starting them equal (all ones) leaves the rate order of the rows to chance until
+    training separates them — a short run (the demo profile) then orders neighbouring rows
+    arbitrarily. Starting them a half-bit step apart orders the rates from iteration 0, and
+    each row's λ refines its gain from there.
+    """
+    exponents = (torch.arange(qualities, dtype=torch.float32) - (qualities - 1) / 2) / 2
+    return torch.exp2(exponents).view(qualities, 1, 1, 1).expand(qualities, channels, 1, 1).clone()
+
+
 class ScaledTransform(nn.Module):
     """g_a / g_s (official `GLC_Encoder` / `GLC_Decoder`): two gated depth-conv blocks, a
     per-channel scale (the quality's q_enc / q_dec row), two more blocks. `prefix` names the
@@ -230,8 +245,8 @@ class GLC(Codec):
         self.y_spatial_prior_adaptor_3 = DepthConvBlock(2 * n, 2 * n)
         self.y_spatial_prior = nn.Sequential(*[DepthConvBlock(2 * n, 2 * n) for _ in range(3)])
         self.dec = ScaledTransform(n, "dec")
-        self.q_enc = nn.Parameter(torch.ones(qualities, n, 1, 1))
-        self.q_dec = nn.Parameter(torch.ones(qualities, n, 1, 1))
+        self.q_enc = nn.Parameter(quality_gains(qualities, n))
+        self.q_dec = nn.Parameter(quality_gains(qualities, n).reciprocal())
         self.vqgan = VQAutoEncoder(
             nf=nf, emb_dim=n, ch_mult=list(ch_mult), res_blocks=res_blocks, resolution=resolution,
             attn_resolutions=list(attn_resolutions), codebook_size=codebook_size,
