@@ -29,6 +29,7 @@ quantized image, i.e. on what a user gets from `gicl decompress`.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterator
@@ -194,6 +195,25 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def to_uint8(x: Tensor) -> Tensor:
     """(1, 3, H, W) float → (H, W, 3) uint8 on the CPU, the exact pixels a PNG will hold."""
     return (x[0].detach().float().clamp(0, 1) * 255).round().to("cpu", torch.uint8).permute(1, 2, 0)
+
+
+@functools.cache
+def _unit_levels(device: torch.device) -> Tensor:
+    """uint8 level → float32 in [0, 1], each entry computed on the CPU as float32(v) / 255,
+    copied to `device` once (a copy per batch would wait for the device's queued work)."""
+    return torch.arange(256, dtype=torch.float32).div_(255).to(device)
+
+
+def unit_float(pixels: Tensor) -> Tensor:
+    """uint8 pixels (any shape, any device) → float32 in [0, 1], bit for bit the CPU's
+    `pixels.float() / 255` on every device. Elsewhere than on the CPU a table look-up: CUDA
+    divides a tensor by a Python scalar as a multiplication by its reciprocal, which can
+    differ in the last bit. Float input is returned unchanged (validation batches are float)."""
+    if pixels.dtype != torch.uint8:
+        return pixels
+    if pixels.device.type == "cpu":
+        return pixels.float().div_(255)  # 3× faster here than the look-up
+    return _unit_levels(pixels.device)[pixels.long()]
 
 
 def from_uint8(pixels: Tensor) -> Tensor:
