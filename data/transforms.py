@@ -1,5 +1,4 @@
-"""Training crops on uint8 (3, H, W) tensors; randomness comes from the caller's draws (a
-numpy Generator, or the stream's per-sample `KeyedDraws`).
+"""Training crops on uint8 (3, H, W) tensors; randomness comes from the caller's generator.
 
 - `random_crop_flip` (ProGIC §4.1): uniform random crop, horizontal flip with p = 0.5.
 - `random_crop`: the same without the flip.
@@ -16,24 +15,15 @@ Cropping happens before the float conversion so the expensive work is on crop-si
 
 from __future__ import annotations
 
-from typing import Protocol
-
+import numpy as np
 import torchvision.transforms.v2.functional as F
 from torch import Tensor
 
 from .decode import BadImage
 
 
-class Draws(Protocol):
-    """The uniform draws a crop needs (numpy's Generator has them)."""
-
-    def integers(self, low: int, high: int) -> int: ...
-
-    def random(self) -> float: ...
-
-
 def train_crop(image: Tensor, *, crop: int, transform: str, small_images: str,
-               rng: Draws) -> Tensor:
+               rng: np.random.Generator) -> Tensor:
     """A (3, crop, crop) uint8 crop of `image` per `transform` and `small_images`.
 
     Resizing ("shorter side to crop, then crop") is done as "square window of the shorter

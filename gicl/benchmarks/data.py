@@ -11,7 +11,9 @@ Two times per pass: start-up, from `iter(loader)` until every worker has deliver
 batch (worker processes forked, shard opened, shuffle buffer filled), and the steady state
 after that. The stream's workers are not persistent (data/stream.py: each epoch's iterator
 must see the new epoch and resume position), so start-up is paid once per epoch, not per
-batch; the per-worker percentage of raw decoding uses the steady state. `0` workers means
+batch; the per-worker percentage of raw decoding uses the steady state, against raw
+`decode_jpeg` timed again on a quarter of the files just before and just after the pass
+(their mean): on a shared machine the load moves during a run. `0` workers means
 decoding in this process (no DataLoader workers): the per-core ceiling without
 inter-process transfer.
 """
@@ -57,15 +59,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"raw {name:11s} 1 core: {rate:6.0f} images/s ({1e3 / rate:.2f} ms/image, "
                   "whole image, bytes in memory)")
         print("stream: steady state after every worker's first batch; start-up (fork, shard "
-              "open, shuffle buffer) is paid once per epoch; % of raw decode_jpeg per worker")
+              "open, shuffle buffer) is paid once per epoch; % of raw decode_jpeg per worker, "
+              "timed again just before and after each pass (mean), so load that changes "
+              "during the run moves both")
+        probe = files[:max(args.batch_size, args.count // 4)]
         for workers in args.workers:
+            before = _decode_seconds(probe, "decode_jpeg")
             startup, images, seconds = _stream(pattern, args, workers)
+            baseline = 2 * len(probe) / (before + _decode_seconds(probe, "decode_jpeg"))
             rate = images / seconds
             per = rate / max(1, workers)
-            print(f"workers {workers}: {rate:6.0f} images/s steady, {per:.0f} per "
-                  f"{'worker' if workers else 'process'} = {100 * per / raw['decode_jpeg']:.0f} % "
-                  f"of raw decode_jpeg ({1e3 / per:.2f} ms/image per "
-                  f"{'worker' if workers else 'process'}); start-up {startup * 1e3:.0f} ms")
+            unit = "worker" if workers else "process"
+            print(f"workers {workers}: {rate:6.0f} images/s steady, {per:.0f} per {unit} = "
+                  f"{100 * per / baseline:.0f} % of raw decode_jpeg ({baseline:.0f}/s around "
+                  f"this pass; {1e3 / per:.2f} ms/image per {unit}); start-up "
+                  f"{startup * 1e3:.0f} ms")
     print(f"machine: {machine_line(describe_machine('cpu'))}")
     return 0
 
