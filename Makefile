@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gicl-installed
 
-.PHONY: demo test test-slurm fuzz lint
+.PHONY: demo test test-slurm fuzz lint benchmarks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,3 +28,10 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# Rerun every figure's command in docs/benchmarks.md and rewrite its output (long: run it on a
+# quiet machine). The authors' code runs from GICL_GLC_CHECKOUT and GICL_CONTROLGIC_CHECKOUT
+# (figures needing an unset one are skipped, with the reason); ONLY=TEXT picks the figures
+# whose title or command contains TEXT, e.g. make benchmarks ONLY="bench data".
+benchmarks: $(STAMP)
+	$(PY) -m gicl bench report $(if $(ONLY),--only "$(ONLY)")

@@ -4,9 +4,10 @@ Every path that turns an image file into pixels (the training stream and validat
 images in `gicl.data`, `gicl eval`, `gicl compress`, `gicl demo`) goes through `decode`,
 so a file gives the same pixels everywhere. The rules:
 
-- The header is parsed first (PIL, lazy) and `max_pixels` is checked before any pixel is
-  decoded, so a decompression bomb costs microseconds, not gigabytes. PIL's own global
-  limit is lifted for that call so the caller's limit is the only one in force.
+- The header is parsed first (a JPEG's frame header by `jpeg_size`, anything else by PIL,
+  lazily) and `max_pixels` is checked before any pixel is decoded, so a decompression bomb
+  costs microseconds, not gigabytes. PIL's own global limit is lifted for that call so the
+  caller's limit is the only one in force.
 - JPEG is decoded by `torchvision.io.decode_jpeg` (faster than PIL, 0.85 vs 1.14 ms per
   500×375 image on a 2-core EPYC), which converts CMYK and grey to RGB, applies the EXIF
   orientation and raises on truncated data.
@@ -29,6 +30,7 @@ quantized image, i.e. on what a user gets from `gicl decompress`.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from collections.abc import Iterator
@@ -73,6 +75,10 @@ class DecodedImage:
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Encoded image bytes → RGB by the rules of the module docstring, or `BadImage`."""
+    size = jpeg_size(data)
+    if size is not None:  # the training stream's common case, without PIL's header parse
+        _check_pixels(*size, max_pixels)
+        return _decode_jpeg(data)
     try:
         with _pil_limit_lifted():
             image = Image.open(io.BytesIO(data))
@@ -80,19 +86,13 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
         raise BadImage("not an image (no image format PIL knows)") from None
     except Exception as e:  # PIL's format plugins raise many exception types on bad headers
         raise BadImage(f"not an image ({type(e).__name__}: {e})") from None
-    w, h = image.size
-    if w * h > max_pixels:
-        raise BadImage(f"{w}x{h} pixels exceed max_image_pixels={max_pixels}")
-    raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    _check_pixels(*image.size, max_pixels)
     if image.format == "JPEG":
-        try:
-            return DecodedImage(decode_jpeg(raw, mode=ImageReadMode.RGB,
-                                            apply_exif_orientation=True), False)
-        except RuntimeError as e:
-            raise BadImage(f"corrupt JPEG ({e})") from None
+        return _decode_jpeg(data)
     if image.format == "PNG" and data[:8] == _PNG_SIGNATURE and data[24:25] == b"\x10":
         try:
-            wide = decode_png(raw, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+            wide = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                              mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
         except RuntimeError as e:
             raise BadImage(f"corrupt 16-bit PNG ({e})") from None
         return _from_16_bit(wide.numpy())
@@ -102,6 +102,53 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
             return _to_rgb(ImageOps.exif_transpose(image))
     except Exception as e:  # truncated or corrupt data surfaces during load/convert
         raise BadImage(f"corrupt {image.format} ({type(e).__name__}: {e})") from None
+
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise BadImage(f"{w}x{h} pixels exceed max_image_pixels={max_pixels}")
+
+
+def _decode_jpeg(data: bytes) -> DecodedImage:
+    try:
+        return DecodedImage(decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                                        mode=ImageReadMode.RGB, apply_exif_orientation=True), False)
+    except RuntimeError as e:
+        raise BadImage(f"corrupt JPEG ({e})") from None
+
+
+# JPEG frame-header (SOF) markers: baseline, extended, progressive, lossless, arithmetic.
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD,
+                          0xCE, 0xCF})
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header (ITU-T T.81 §B.2.2), the size libjpeg
+    allocates, found by walking the marker segments before the first scan: 20× faster than
+    PIL's header parse, which costs ≈ 5 % of decoding a 500×375 JPEG. None when the bytes
+    are not a JPEG this walk is sure about — no SOF before the first scan, a zero height
+    (defined later by a DNL marker), or an MPF segment (PIL reads multi-picture files as
+    MPO, not JPEG) — and PIL's header parse decides instead."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF_MARKERS:
+            if i + 9 > n:
+                return None
+            h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+            return (w, h) if h and w else None
+        if marker == 0xDA or length < 2 or marker == 0xE2 and data[i + 4:i + 8] == b"MPF\x00":
+            return None
+        i += 2 + length
+    return None
 
 
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
@@ -194,6 +241,25 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def to_uint8(x: Tensor) -> Tensor:
     """(1, 3, H, W) float → (H, W, 3) uint8 on the CPU, the exact pixels a PNG will hold."""
     return (x[0].detach().float().clamp(0, 1) * 255).round().to("cpu", torch.uint8).permute(1, 2, 0)
+
+
+@functools.cache
+def _unit_levels(device: torch.device) -> Tensor:
+    """uint8 level → float32 in [0, 1], each entry computed on the CPU as float32(v) / 255,
+    copied to `device` once (a copy per batch would wait for the device's queued work)."""
+    return torch.arange(256, dtype=torch.float32).div_(255).to(device)
+
+
+def unit_float(pixels: Tensor) -> Tensor:
+    """uint8 pixels (any shape, any device) → float32 in [0, 1], bit for bit the CPU's
+    `pixels.float() / 255` on every device. Elsewhere than on the CPU a table look-up: CUDA
+    divides a tensor by a Python scalar as a multiplication by its reciprocal, which can
+    differ in the last bit. Float input is returned unchanged (validation batches are float)."""
+    if pixels.dtype != torch.uint8:
+        return pixels
+    if pixels.device.type == "cpu":
+        return pixels.float().div_(255)  # 3× faster here than the look-up
+    return _unit_levels(pixels.device)[pixels.long()]
 
 
 def from_uint8(pixels: Tensor) -> Tensor:

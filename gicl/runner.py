@@ -121,8 +121,9 @@ def build_trainer(trainer_cfg: dict[str, Any], stage: dict[str, Any], stage_dir:
     if strategy in ("auto", "ddp") and process_count(trainer_cfg) > 1:
         # GAN stages use the discriminator in the generator step and not the codec in the
         # discriminator step: DDP must look for unused parameters, or it waits for their
-        # gradients forever.
-        strategy = DDPStrategy(find_unused_parameters=True,
+        # gradients forever (and the discriminator's use changes at disc_start, so the graph
+        # is not static either). Gradients live in the all-reduce buckets (no copy per step).
+        strategy = DDPStrategy(find_unused_parameters=True, gradient_as_bucket_view=True,
                                process_group_backend="nccl" if on_gpu else "gloo")
     plugins: list[Any] = [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # gicl's Preemption callback requeues (consistently), not Lightning

@@ -22,8 +22,8 @@ def colour(i: int) -> tuple[int, int, int]:
 
 
 def identify(images: Tensor) -> list[int]:
-    """Sample index of each (3, H, W) crop in a (B, 3, H, W) batch of solid-colour crops."""
-    red = images[:, 0].mean(dim=(1, 2)) * 255
+    """Sample index of each (3, H, W) crop in a (B, 3, H, W) uint8 batch of solid-colour crops."""
+    red = images[:, 0].float().mean(dim=(1, 2))
     return [round((float(r) - 8) / 16) for r in red]
 
 

@@ -59,9 +59,10 @@ def stream_colours(pattern: str, **cfg) -> tuple[list[tuple[int, ...]], int]:
     colours, skipped = [], 0
     for batch in loader:
         image = batch["image"][0]
-        assert batch["image"].shape == (1, 3, 8, 8) and batch["image"].dtype == torch.float32
-        assert float(image.std(dim=(1, 2)).max()) < 2 / 255  # a solid crop: one sample
-        colours.append(tuple(round(float(v) * 255) for v in image.mean(dim=(1, 2))))
+        assert batch["image"].shape == (1, 3, 8, 8) and batch["image"].dtype == torch.uint8
+        image = image.float()
+        assert float(image.std(dim=(1, 2)).max()) < 2  # a solid crop: one sample
+        colours.append(tuple(round(float(v)) for v in image.mean(dim=(1, 2))))
         skipped += int(batch["skipped"])
     assert len(colours) == len(loader)
     return colours, skipped
@@ -230,7 +231,7 @@ def test_lightning_sets_the_epoch_through_the_loader_sampler(tmp_path: Path) -> 
 
         def training_step(self, batch, batch_idx):
             self.seen.append((self.current_epoch, self.trainer.train_dataloader.dataset.epoch))
-            return (self.w - batch["image"].mean()) ** 2
+            return (self.w - batch["image"].float().mean()) ** 2
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from gicl.codecs.base import Codec, CodecOutput
 from gicl.errors import RecipeError
+from gicl.images import unit_float
 from gicl.losses.perceptual import PerceptualLoss
 from gicl.training.context import StageContext
 from gicl.training.ema import build_ema, ema_applied, ema_info, update_ema
@@ -119,6 +120,20 @@ class CodecTraining(L.LightningModule):
             counts = out.index_counts.detach()
             total = self.iteration_index_counts
             self.iteration_index_counts = counts.clone() if total is None else total + counts
+
+    # -- batches -----------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches arrive as uint8 (gicl.data.build_train_loader) and become float
+        in [0, 1] here, on the device, with the values the CPU conversion gives; the trainer's
+        precision then applies to them as it did when the loader shipped floats (Lightning
+        converts floating inputs before the transfer, which skips uint8)."""
+        image = batch.get("image") if isinstance(batch, dict) else None
+        if isinstance(image, Tensor) and image.dtype == torch.uint8:
+            image = unit_float(image)
+            if self._trainer is not None:
+                image = self.trainer.precision_plugin.convert_input(image)
+            batch = {**batch, "image": image}
+        return batch
 
     # -- iterations ------------------------------------------------------------------------
     def end_iteration(self, batch: dict[str, Tensor]) -> None:

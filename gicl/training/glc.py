@@ -68,9 +68,10 @@ def check_glc_stage(codec: Codec, stage: dict[str, Any]) -> None:
 
 
 def quality_rows(x: Tensor, qualities: int) -> list[tuple[int, Tensor]]:
-    """(q, mask of the images training row q): image i trains row i mod `qualities`."""
+    """(q, mask of the images training row q): image i trains row i mod `qualities`. The rows
+    present are 0 … min(Q, B) − 1, known on the host: no read-back from the device per step."""
     rows = torch.arange(x.shape[0], device=x.device) % qualities
-    return [(q, rows == q) for q in rows.unique().tolist()]
+    return [(q, rows == q) for q in range(min(qualities, x.shape[0]))]
 
 
 class GLCLatentTraining(GANTraining):
