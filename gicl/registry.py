@@ -223,6 +223,7 @@ CODECS.register("progic", "gicl.codecs.progic:ProGIC")
 CODECS.register("controlgic", "gicl.codecs.controlgic:ControlGIC", callbacks=("frequency_table",))
 CODECS.register("hvq_cgic", "gicl.codecs.hvq_cgic:HVQCGIC", callbacks=("static_baseline",))
 CODECS.register("hvq_progic", "gicl.codecs.hvq_progic:HVQProGIC", callbacks=("static_baseline",))
+CODECS.register("hvq_vqgan", "gicl.codecs.hvq_vqgan:HVQVQGAN", callbacks=("static_baseline",))
 
 # Training modules. meta: `options` = the Lightning-free dataclass of the module's own stage
 # keys (gicl.training.options), read by the recipe validator without importing the module.

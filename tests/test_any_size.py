@@ -15,6 +15,7 @@ from test_glc_fill import TINY as TINY_GLC
 from test_glc_vqvae import TINY as TINY_GLC_VQVAE
 from test_hvq_cgic import TINY as TINY_HVQ_CGIC
 from test_hvq_progic import TINY as TINY_HVQ_PROGIC
+from test_hvq_progic import TINY_VQGAN as TINY_HVQ_VQGAN
 
 from gicl.cli import main
 from gicl.codecs.base import build_codec
@@ -32,6 +33,7 @@ CODECS = {
     "glc_vqvae": TINY_GLC_VQVAE,  # GLC's VQ-VAE alone (stage I), latent H/2
     "hvq_cgic": TINY_HVQ_CGIC,  # Control-GIC's padding, hyper-latents at H/16 of each branch
     "hvq_progic": TINY_HVQ_PROGIC,  # ProGIC's padding, hyper-latents at H/64
+    "hvq_vqgan": TINY_HVQ_VQGAN,  # VQGAN's padding (latent H/2), hyper-latents at H/8
 }
 SIZES = [(1, 1), (1, 23), (23, 1), (17, 9)]
 

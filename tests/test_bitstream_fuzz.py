@@ -40,6 +40,7 @@ from test_glc_fill import TINY as GLC_TINY
 from test_glc_vqvae import TINY as GLC_VQVAE_TINY
 from test_hvq_cgic import TINY as HVQ_CGIC_TINY
 from test_hvq_progic import TINY as HVQ_PROGIC_TINY
+from test_hvq_progic import TINY_VQGAN as HVQ_VQGAN_TINY
 
 from gicl import bitstream
 from gicl.codecs.base import build_codec
@@ -61,7 +62,8 @@ def model(tmp: Path, name: str) -> codec_io.Model:
     torch.manual_seed(0)
     coder = {"entropy_coder": "range"} if name == "controlgic-range" else {}
     named = {"vqgan": {"name": "vqgan", **VQGAN_TINY}, "glc": GLC_TINY, "hvq_cgic": HVQ_CGIC_TINY,
-             "glc_vqvae": GLC_VQVAE_TINY, "hvq_progic": HVQ_PROGIC_TINY}
+             "glc_vqvae": GLC_VQVAE_TINY, "hvq_progic": HVQ_PROGIC_TINY,
+             "hvq_vqgan": HVQ_VQGAN_TINY}
     codec = build_codec(named.get(name) or {**CONTROLGIC_TINY, **coder})
     if name.startswith("controlgic"):  # a skewed entropy table, zeros included
         table = torch.rand(64, generator=torch.Generator().manual_seed(1)) ** 4 * 1000
@@ -199,7 +201,8 @@ def one_thread():
 def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypatch, one_thread):
     monkeypatch.setenv("GICL_CACHE", str(tmp_path / "cache"))
     sizes = {"vqgan": (16, 16), "progic": (32, 32), "controlgic": (32, 32), "glc": (64, 64),
-             "hvq_cgic": (32, 32), "glc_vqvae": (16, 16), "hvq_progic": (32, 32)}
+             "hvq_cgic": (32, 32), "glc_vqvae": (16, 16), "hvq_progic": (32, 32),
+             "hvq_vqgan": (16, 16)}
     totals: Counter = Counter()
     crashes: list[str] = []
     slowest = 0.0
@@ -254,6 +257,8 @@ def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypa
     assert growth_mib < 256
 
 
+# Not the HyperVQ codecs (hvq_cgic, hvq_progic, hvq_vqgan): a known issue, their rANS and
+# range-coded sections do not refuse trailing bytes yet (the decoders stop reading early).
 @pytest.mark.parametrize("name", ["vqgan", "progic", "controlgic", "controlgic-range", "glc",
                                   "glc_vqvae"])
 def test_every_section_type_refuses_trailing_bytes(tmp_path, monkeypatch, one_thread, name):

@@ -1,10 +1,13 @@
-"""HVQ-ProGIC codec: ProGIC's RVQ stages coded by HyperVQ, progressive prefixes kept."""
+"""HVQ-ProGIC codec (ProGIC's RVQ stages coded by HyperVQ, progressive prefixes kept) and
+HVQ-VQGAN (VQGAN's one index map coded by HyperVQ): the two codecs of one framed section per
+HyperVQ branch (`gicl/codecs/branch_sections.py`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import kodak_crop
+from test_bitstream_progressive import TINY as VQGAN_TINY
 
 from gicl import bitstream
 from gicl.codecs import build_codec
@@ -13,6 +16,7 @@ from gicl.errors import BitstreamError, RecipeError
 TINY = {"name": "hvq_progic", "channels": 16, "enc_blocks": 1, "dec_blocks": 1,
         "latent_channels": 8, "codebook_size": 32, "num_stages": 3, "attention_blocks": 1,
         "hyper_channels": 8}
+TINY_VQGAN = {"name": "hvq_vqgan", **VQGAN_TINY, "hyper_channels": 8}
 BOXES = [(0, 0, 96, 64), (200, 100, 283, 149)]  # 96×64 and odd 83×49
 WORD_SLACK_BITS = 64  # 8 bytes per section
 FINGERPRINT = "ab" * 32
@@ -20,11 +24,19 @@ FINGERPRINT = "ab" * 32
 
 
 @pytest.fixture(scope="module")
-def codec():
-    torch.manual_seed(0)
-    c = build_codec(TINY)
-    c.update()
-    return c.eval()
+def codecs():
+    out = {}
+    for config in (TINY, TINY_VQGAN):
+        torch.manual_seed(0)
+        c = build_codec(config)
+        c.update()
+        out[config["name"]] = c.eval()
+    return out
+
+
+@pytest.fixture
+def codec(codecs):
+    return codecs["hvq_progic"]
 
 
 @pytest.mark.parametrize("box", BOXES)
@@ -44,27 +56,34 @@ def test_every_prefix_of_a_file_decodes_to_progics_stage_k(codec, box):
         assert torch.equal(decoded, expected), k
 
 
+@pytest.mark.parametrize("name", ["hvq_progic", "hvq_vqgan"])
 @pytest.mark.parametrize("box", BOXES)
-def test_round_trip_equals_forward_and_payload_matches_tables(codec, box):
+def test_round_trip_equals_forward_and_payload_matches_tables(codecs, name, box):
+    codec = codecs[name]
     x = kodak_crop("kodim15.png", box)
-    for k in range(1, codec.backbone.num_stages + 1):
+    for point in codec.operating_points():  # ProGIC: k = 1..N stages; VQGAN: its one point
         with torch.no_grad():
-            out = codec(x, {"stages": k})
-        enc, table_bits = codec.compress_with_report(x, {"stages": k})
-        assert len(enc.sections) == k
+            out = codec(x, point)
+        enc, table_bits = codec.compress_with_report(x, point)
+        branches = list(codec.codebooks(len(enc.sections)))  # section i codes branch i
+        assert len(enc.sections) == enc.point.get("stages", 1)
         assert torch.equal(codec.decompress(enc), out.x_hat)
-        for i, section in enumerate(enc.sections):  # [u16 h, u16 w, u32 hyper length][hyper][indices]
-            name = f"stage{i + 1}"
+        for branch, section in zip(branches, enc.sections, strict=True):
+            # [u16 h, u16 w, u32 hyper length][hyper][indices]
             length = int.from_bytes(section[4:8], "big")
             payload = 8 * (len(section) - 8 - length)
-            assert abs(payload - table_bits[name]) <= 0.005 * table_bits[name] + WORD_SLACK_BITS
-            rz = float(out.rate[f"hyper_{name}"][0])
+            bound = 0.005 * table_bits[branch] + WORD_SLACK_BITS
+            assert abs(payload - table_bits[branch]) <= bound, (branch, payload, table_bits[branch])
+            rz = float(out.rate[f"hyper_{branch}"][0])
             hyper = 8 * length
-            assert abs(hyper - rz) <= 0.05 * rz + WORD_SLACK_BITS, (name, hyper, rz)
-        assert set(out.rate) == {f"{p}stage{i + 1}" for i in range(k) for p in ("", "hyper_")}
+            assert abs(hyper - rz) <= 0.05 * rz + WORD_SLACK_BITS, (branch, hyper, rz)
+        assert set(out.rate) == {f"{p}{b}" for b in branches for p in ("", "hyper_")}
         pixels = x.shape[-2] * x.shape[-1]
-        ind = sum(float(out.rate[f"stage{i + 1}"][0]) for i in range(k))
+        ind = sum(float(out.rate[b][0]) for b in branches)
         assert abs(float(out.losses["rate_ind"]) - ind / pixels) <= 1e-6 * ind
+        with torch.no_grad():  # the backbone's fixed-length bits, kept for comparison
+            static = codec.static_baseline()(x, point).rate
+        assert all(torch.equal(out.extras["static_rate"][k], v) for k, v in static.items())
 
 
 def test_rates_train_the_hyperprior_and_static_baseline_is_progic():

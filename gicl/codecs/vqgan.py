@@ -65,13 +65,14 @@ class SingleCodebookCodec(Codec):
     def forward(self, x: Tensor, point: dict[str, Any] | None = None) -> CodecOutput:
         h, w = x.shape[-2:]
         quantizer = self.codebook()
-        zq, idx, vq_loss = quantizer(self.latent(x))
+        z = self.latent(x)
+        zq, idx, vq_loss = quantizer(z)
         bits = float(idx[0].numel() * self.index_bits)
         return CodecOutput(
             x_hat=self._decode(zq, (h, w)),
             rate={"indices": torch.full((x.shape[0],), bits, device=x.device)},
             losses={"vq": vq_loss},
-            extras={"indices": idx, "quantizers": [quantizer]},
+            extras={"latent": z, "indices": idx, "quantizers": [quantizer]},  # latent: HVQ-VQGAN's
         )
 
     def operating_points(self) -> list[dict[str, Any]]:
