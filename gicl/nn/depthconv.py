@@ -188,12 +188,17 @@ class DepthConvBlock(nn.Module):
         t = torch.addmm(conv1.bias, x_rows, conv1.weight.flatten(1).t()).relu_()
         d = rows(F.conv2d(unrows(t, x), dw.weight, dw.bias, padding=1, groups=dw.groups))
         w3, b3 = self.branch_out(conv3, self.mod_dc, stage)
-        out = torch.addmm(x_rows + b3, d, w3.t())  # a new tensor: x stays unchanged
+        # the block's output goes into t's memory (dead after the depthwise conv): one
+        # allocation less; x stays unchanged (an attention reads it twice)
+        out = torch.add(x_rows, b3, out=t)
+        torch.addmm(out, d, w3.t(), out=out)
         up, down = self.ffn[0], self.ffn[2]
         w_up = up.weight.flatten(1).t()
         w_down, b_down = self.branch_out(down, self.mod_ffn, stage)
         half = w_down.shape[1]
-        tile = out.shape[0] if out.is_cuda else max(1, FFN_TILE_BYTES // (4 * 2 * half))
+        # one L2-sized tile per thread (the GEMMs split their rows between threads)
+        per_tile = FFN_TILE_BYTES * torch.get_num_threads() // (4 * 2 * half)
+        tile = out.shape[0] if out.is_cuda else max(1, per_tile)
         for part in out.split(tile):  # row tiles of `out`, updated in place
             h = torch.addmm(up.bias, part, w_up).relu_()
             hidden = h[:, :half].add_(h[:, half:])
@@ -240,8 +245,9 @@ class DepthConvAttention(nn.Module):
 
     def forward(self, x: Tensor, stage: Stage = None) -> Tensor:
         if use_fused(self, stage):
-            b = unrows(pointwise(self.mask(x, stage), self.mask_out).sigmoid_(), x)
-            return torch.addcmul(x, self.trunk(x, stage), b)
+            b = pointwise(self.mask(x, stage), self.mask_out).sigmoid_()
+            # on rows: the output is channels-last whatever x's layout (y_hat comes contiguous)
+            return unrows(torch.addcmul(rows(x), rows(self.trunk(x, stage)), b), x)
         a = self.trunk(x, stage)
         b = self.mask_out(self.mask(x, stage))
         return a * torch.sigmoid(b) + x
