@@ -92,3 +92,8 @@ def test_fused_path_runs_only_without_autograd_and_for_one_stage() -> None:
     assert fused.count("aten.convolution") == 7 and "aten.addmm" in fused
     for reference in (ops(True, {"stages": 2}), ops(False, {"stages": 2, "all_stages": True})):
         assert reference.count("aten.convolution") > 7
+    # under autocast (a bf16-mixed validation step) the reference path runs: its GEMMs
+    # would mix dtypes in the fused path's output buffers
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), OpLog() as log:
+        codec(x)
+    assert log.ops.count("aten.convolution") > 7

@@ -59,16 +59,18 @@ class Conv1x1(nn.Conv2d):
         super().__init__(in_ch, out_ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled() or x.is_contiguous() or not x.is_contiguous(
-            memory_format=torch.channels_last
-        ):
+        if (torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
+                or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         return unrows(pointwise(x, self), x)
 
 
-def use_fused(module: nn.Module, stage: Stage) -> bool:
-    """The fused inference path applies: enabled, autograd off, one stage for the batch."""
-    return module.fused and not torch.is_grad_enabled() and not isinstance(stage, Tensor)
+def use_fused(module: nn.Module, x: Tensor, stage: Stage) -> bool:
+    """The fused inference path applies: enabled, autograd off, one stage for the batch,
+    no autocast (its GEMMs write into buffers of the input's dtype; under autocast, e.g. a
+    bf16-mixed validation step, the reference path runs)."""
+    return (module.fused and not torch.is_grad_enabled() and not isinstance(stage, Tensor)
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 def set_fused(module: nn.Module, fused: bool) -> None:
@@ -160,7 +162,7 @@ class DepthConvBlock(nn.Module):
         self.fused = True
 
     def forward(self, x: Tensor, stage: Stage = None) -> Tensor:
-        if use_fused(self, stage):
+        if use_fused(self, x, stage):
             return self.forward_fused(x, stage)
         if self.adaptor is not None:
             x = self.adaptor(x)
@@ -244,7 +246,7 @@ class DepthConvAttention(nn.Module):
         self.fused = True
 
     def forward(self, x: Tensor, stage: Stage = None) -> Tensor:
-        if use_fused(self, stage):
+        if use_fused(self, x, stage):
             b = pointwise(self.mask(x, stage), self.mask_out).sigmoid_()
             # on rows: the output is channels-last whatever x's layout (y_hat comes contiguous)
             return unrows(torch.addcmul(rows(x), rows(self.trunk(x, stage)), b), x)
