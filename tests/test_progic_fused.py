@@ -3,6 +3,8 @@ the reference path: the same indices, the same bitstream, x̂ within 1e-4."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -24,6 +26,15 @@ class OpLog(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The FFN runs in row tiles on one CPU thread only."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def random_codec(variant: str) -> ProGIC:
     """A paper-size ProGIC with random weights and non-identity per-stage modulation, so
     that folding the modulation into the GEMMs is exercised."""
@@ -38,7 +49,7 @@ def random_codec(variant: str) -> ProGIC:
 
 
 @pytest.mark.parametrize("variant", ["small", "base"])
-def test_fused_path_codes_the_same_stream_as_the_reference(variant: str) -> None:
+def test_fused_path_codes_the_same_stream_as_the_reference(variant: str, one_thread: None) -> None:
     codec = random_codec(variant)
     # 48×80: 3×5 latent positions; the FFN runs in row tiles of the decoder's 24×40
     # features (256 rows small, 178 base), the last one partial
@@ -63,7 +74,9 @@ def test_fused_path_codes_the_same_stream_as_the_reference(variant: str) -> None
     assert (decoded[True][0] - decoded[True][2]).abs().max() > 1e-2
 
 
-def test_ffn_row_tiles_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ffn_row_tiles_do_not_change_the_result(
+    monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
     codec = random_codec("small")
     y = torch.randn(1, 256, 5, 7, generator=torch.Generator().manual_seed(2))
     rows = 2 * 5 * 2 * 7 * 2 * 2  # the decoder's 40×56 feature positions
