@@ -60,10 +60,16 @@ class Conv1x1(nn.Conv2d):
         super().__init__(in_ch, out_ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type)
+        if (torch.is_grad_enabled() or autocasting(x)
                 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
         return unrows(pointwise(x, self), x)
+
+
+def autocasting(x: Tensor) -> bool:
+    """Autocast is on for x's device (devices without autocast, e.g. meta: never)."""
+    kind = x.device.type
+    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
 
 def use_fused(module: nn.Module, x: Tensor, stage: Stage) -> bool:
@@ -71,7 +77,7 @@ def use_fused(module: nn.Module, x: Tensor, stage: Stage) -> bool:
     no autocast (its GEMMs write into buffers of the input's dtype; under autocast, e.g. a
     bf16-mixed validation step, the reference path runs)."""
     return (module.fused and not torch.is_grad_enabled() and not isinstance(stage, Tensor)
-            and not torch.is_autocast_enabled(x.device.type))
+            and not autocasting(x))
 
 
 def set_fused(module: nn.Module, fused: bool) -> None:
