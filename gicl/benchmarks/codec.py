@@ -4,7 +4,8 @@ Random weights (latency does not depend on them), eval mode, `torch.no_grad()`, 
 warm-up runs, then the median of `--repeats` timed runs of `compress` and of `decompress`,
 with the machine named so that figures from different machines are never compared blindly.
 FLOPs (= 2·MACs, `FlopCounterMode`, under `no_grad` — it fails under inference_mode on
-parametrized weights) are those of one `forward` at the codec's default operating point.
+parametrized weights) are those of one `forward` at the codec's default operating point;
+the achieved GFLOP/s divides them by the median compress + decompress time.
 
 Codecs that code their indices with HyperVQ (`hvq_cgic`) also get the index coder's own
 costs at this size and point (`gicl.entropy.hypervq_bench`): probability-to-CDF (snapping
@@ -139,6 +140,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "bits": bits, "bpp": bits / (h * w), "repeats": args.repeats, "warmup": args.warmup,
         "compress_ms": statistics.median(enc_ms), "decompress_ms": statistics.median(dec_ms),
         "compress_runs_ms": enc_ms, "decompress_runs_ms": dec_ms, "peak_rss_mb": rss,
+        # achieved arithmetic rate: a forward is one encode + one decode, as compress +
+        # decompress are (wall clock, so a loaded machine lowers it)
+        "gflop_per_s": None if flops is None else flops / 1e6 / (
+            statistics.median(enc_ms) + statistics.median(dec_ms)),
         "machine": describe_machine(device),
     }
     if coding:
@@ -185,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  compress   {r['compress_ms']:9.1f} ms  (median of {r['repeats']}, "
           f"{r['warmup']} warm-up)")
     print(f"  decompress {r['decompress_ms']:9.1f} ms")
+    if r["gflop_per_s"] is not None:
+        print(f"  achieved   {r['gflop_per_s']:9.1f} GFLOP/s (GFLOPs per forward / "
+              "(compress + decompress))")
     for c in r.get("index_coding", []):
         print(f"  HyperVQ index coding, K = {c['k']}{' (tail-floor)' if c['tail_floor'] else ''}, "
               f"{c['locations']} locations: probability-to-CDF {c['cdf_s'] * 1e3:.1f} ms, "

@@ -58,6 +58,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     codec = build_codec(spec["codec"]).eval()
+    codec.update()  # the tables a model file carries (learned entropy models need them to code)
     if spec["window"] is not None:
         set_attention_window(codec, spec["window"])
     x = load_input(Path(spec["image"]) if spec["image"] else None, spec["height"], spec["width"])

@@ -50,7 +50,13 @@ from gicl.codecs.base import (
 )
 from gicl.entropy import fixed
 from gicl.errors import BitstreamError, RecipeError, UserError
-from gicl.nn.depthconv import DepthConvAttention, DepthConvBlock, DepthConvStack, Stage
+from gicl.nn.depthconv import (
+    Conv1x1,
+    DepthConvAttention,
+    DepthConvBlock,
+    DepthConvStack,
+    Stage,
+)
 from gicl.nn.vq import ResidualVQ
 
 PIXEL_SHUFFLE = 8
@@ -92,16 +98,17 @@ class Synthesis(nn.Module):
         self.attention = DepthConvAttention(
             latent, k=attn_k, expansion=expansion, num_stages=num_stages
         )
-        self.up = nn.Sequential(nn.Conv2d(latent, channels * 4, 1), nn.PixelShuffle(2))
+        self.up = nn.Sequential(Conv1x1(latent, channels * 4), nn.PixelShuffle(2))
         self.blocks = DepthConvStack([
             DepthConvBlock(channels, expansion=expansion, num_stages=num_stages)
             for _ in range(blocks)
         ])
-        self.conv_out = nn.Conv2d(channels, RGB_UNSHUFFLED, 1)
+        self.conv_out = Conv1x1(channels, RGB_UNSHUFFLED)
 
     def forward(self, y_hat: Tensor, stage: Stage) -> Tensor:
         h = self.blocks(self.up(self.attention(y_hat, stage)), stage)
-        return F.pixel_shuffle(self.conv_out(h), PIXEL_SHUFFLE)
+        # the fused inference path runs channels-last; x̂ leaves in the usual layout
+        return F.pixel_shuffle(self.conv_out(h), PIXEL_SHUFFLE).contiguous()
 
 
 @register_codec
