@@ -132,6 +132,7 @@ VQ_DISTANCES = ("reduced", "official")
 OFFICIAL_BEHAVIOUR: dict[str, Any] = {
     "input_range": [0.0, 1.0], "router": "official", "decoder_branches": "official",
     "attention_window": 0, "vq_distance": "official", "entropy_coder": "huffman-official",
+    "inference_dtype": "float32",
 }
 
 
