@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from test_glc_fill import filled_tiny_glc
 
 from gicl.codecs import build_codec
-from gicl.nn.blocks import ResnetBlock, SpatialNorm, attend, channels_last
+from gicl.nn.blocks import ResnetBlock, SpatialNorm, attend
 from gicl.nn.glc_blocks import ResBlock
 
 LAYOUTS = (torch.contiguous_format, torch.channels_last)
@@ -63,7 +63,7 @@ def test_in_place_inference_path_equals_the_autograd_path(block) -> None:
     else:
         module = ResnetBlock(32, 64, zq_channels=4 if block == "spatial" else None)
         zq = torch.randn(1, 4, 3, 5) if block == "spatial" else None
-    x = channels_last(torch.randn(1, 32, 12, 20))
+    x = torch.randn(1, 32, 12, 20)
     args = (x,) if zq is None else (x, zq)
     expected = module(*args)  # grad enabled: out-of-place
     with torch.inference_mode():

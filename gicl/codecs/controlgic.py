@@ -98,7 +98,6 @@ from gicl.nn.blocks import (
     Decoder,
     Encoder,
     MidBlock,
-    channels_last,
     group_norm,
     network_precision,
     set_attention_window,
@@ -482,7 +481,7 @@ class ControlGIC(Codec):
         """Latents (fine, medium, coarse) and patch entropies (e8, e16) of x padded to 16."""
         xp = self.model_input(x)
         with network_precision(x, self.inference_dtype, self.training):
-            latents = tuple(self.quant_conv(z) for z in self.encoder(channels_last(xp)))
+            latents = tuple(self.quant_conv(z) for z in self.encoder(xp))
         return latents, patch_entropies(xp)  # type: ignore[return-value]
 
     def _route(self, e8: Tensor, e16: Tensor, ratios: Sequence[float]) -> Masks:
@@ -498,10 +497,9 @@ class ControlGIC(Codec):
 
     def decode_latent(self, zq: Tensor, masks: Masks) -> Tensor:
         """Decoder output in the network's range (the authors' `CGIC.decode`), float32."""
-        zq = channels_last(zq)
         with network_precision(zq, self.inference_dtype, self.training):
             x = self.decoder(self.post_quant_conv(zq), zq, masks, self.decoder_branches)
-        return x.float().contiguous()
+        return x.float()
 
     def _decode(self, zq: Tensor, masks: Masks, size: tuple[int, int]) -> Tensor:
         x = self.decode_latent(zq, masks)

@@ -7,6 +7,8 @@ counts match the papers.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -181,17 +183,9 @@ def inference() -> bool:
 INFERENCE_DTYPES = ("float32", "bfloat16")
 
 
-def channels_last(x: Tensor) -> Tensor:
-    """x in channels-last memory order, the layout the convolutions after it keep.
-
-    oneDNN (CPU) and cuDNN (GPU) convolutions run faster on it, GroupNorm has a
-    channels-last kernel, and an attention block's (positions, channels) matrices are then
-    views instead of copies. Values are the same; only float summation order may differ.
-    """
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def network_precision(x: Tensor, inference_dtype: str, training: bool) -> torch.autocast:
+def network_precision(
+    x: Tensor, inference_dtype: str, training: bool
+) -> contextlib.AbstractContextManager[None]:
     """Autocast context for a codec's analysis/synthesis networks at inference.
 
     "bfloat16" (opt-in) runs them under bf16 autocast: AMX/AVX512-BF16 on recent x86 CPUs,
@@ -199,8 +193,9 @@ def network_precision(x: Tensor, inference_dtype: str, training: bool) -> torch.
     it (or in float32/float64 explicitly), so that a decoder on another machine rebuilds the
     same symbols; training keeps the trainer's own precision.
     """
-    enabled = inference_dtype == "bfloat16" and not training
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
+    if inference_dtype != "bfloat16" or training:
+        return contextlib.nullcontext()  # also on devices autocast does not know (meta)
+    return torch.autocast(x.device.type, dtype=torch.bfloat16)
 
 
 def set_attention_window(module: nn.Module, window: int) -> None:
