@@ -193,8 +193,8 @@ def network_precision(
     it (or in float32/float64 explicitly), so that a decoder on another machine rebuilds the
     same symbols; training keeps the trainer's own precision.
     """
-    if inference_dtype != "bfloat16" or training:
-        return contextlib.nullcontext()  # also on devices autocast does not know (meta)
+    if inference_dtype != "bfloat16" or training or not torch.amp.is_autocast_available(x.device.type):
+        return contextlib.nullcontext()  # e.g. the meta device `gicl info` counts FLOPs on
     return torch.autocast(x.device.type, dtype=torch.bfloat16)
 
 
