@@ -142,7 +142,8 @@ def test_weights_are_the_fixtures(official, fx):
 def test_imported_model_runs_the_official_behaviour(codec):
     b = codec.behaviour()
     assert b == {"input_range": [0.0, 1.0], "router": "official", "decoder_branches": "official",
-                 "attention_window": 0, "vq_distance": "official", "entropy_coder": "huffman-official"}
+                 "attention_window": 0, "vq_distance": "official", "entropy_coder": "huffman-official",
+                 "inference_dtype": "float32"}
     assert codec.index_frequencies.dtype == torch.int64 and int(codec.index_frequencies.min()) >= 1
 
 

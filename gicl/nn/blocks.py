@@ -7,6 +7,8 @@ counts match the papers.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,8 +43,28 @@ class SpatialNorm(nn.Module):
         self.conv_b = nn.Conv2d(zq_channels, channels, 1)
 
     def forward(self, f: Tensor, zq: Tensor) -> Tensor:
-        zq = F.interpolate(zq, size=f.shape[-2:], mode="nearest")
-        return self.norm(f) * self.conv_y(zq) + self.conv_b(zq)
+        """The 1×1 convs commute with nearest resizing (both act per position), so they run
+        at the smaller of the two resolutions; an integer upscale is then a broadcast inside
+        one multiply-add instead of two full-size copies of the resized latent."""
+        (h, w), (zh, zw) = f.shape[-2:], zq.shape[-2:]
+        s, t = h // zh, w // zw
+        # power-of-two factors: where nearest resizing's float index arithmetic is exact
+        up = (s, t) == (h / zh, w / zw) and s & (s - 1) == 0 and t & (t - 1) == 0 and min(s, t) > 0
+        if not up:
+            zq = F.interpolate(zq, size=(h, w), mode="nearest")
+        y, b = self.conv_y(zq), self.conv_b(zq)
+        normed = self.norm(f)
+        if not up or (h, w) == (zh, zw):
+            return torch.addcmul(b, normed, y)
+        # (B, C, zh, s, zw, t) views: each latent position covers an s×t block of f
+        n, c = normed.shape[:2]
+        if normed.is_contiguous(memory_format=torch.channels_last):
+            blocks = normed.permute(0, 2, 3, 1).view(n, zh, s, zw, t, c)
+            y, b = (v.permute(0, 2, 3, 1)[:, :, None, :, None] for v in (y, b))
+            return torch.addcmul(b, blocks, y).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        blocks = normed.view(n, c, zh, s, zw, t)
+        y, b = (v[:, :, :, None, :, None] for v in (y, b))
+        return torch.addcmul(b, blocks, y).reshape(n, c, h, w)
 
 
 class Norm(nn.Module):
@@ -74,9 +96,10 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x, zq)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h, zq))))
-        return self.nin_shortcut(x) + h
+        inplace = inference()  # the norms' outputs are fresh tensors: reuse them
+        h = self.conv1(F.silu(self.norm1(x, zq), inplace=inplace))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h, zq), inplace=inplace)))
+        return h.add_(self.nin_shortcut(x)) if inplace else self.nin_shortcut(x) + h
 
 
 class AttnBlock(nn.Module):
@@ -105,7 +128,7 @@ class AttnBlock(nn.Module):
         b, c, hh, ww = q.shape
         win = self.window
         if win <= 0 or self.training or (hh <= win and ww <= win):
-            out = _attend(q, k, v)
+            out = attend(q, k, v)
         else:
             (rows, tile_r, off_r), (cols, tile_c, off_c) = (
                 _window_tiles(n, win, x.device) for n in (hh, ww)
@@ -117,7 +140,7 @@ class AttnBlock(nn.Module):
                 t = t[:, :, rows[:, :, None, None], cols[None, None]]
                 return t.permute(0, 2, 4, 1, 3, 5).reshape(b * nh * nw, c, th, tw)
 
-            out = _attend(tiles(q), tiles(k), tiles(v))
+            out = attend(tiles(q), tiles(k), tiles(v))
             out = out.reshape(b, nh, nw, c, th, tw).permute(0, 3, 1, 4, 2, 5)
             out = out[:, :, tile_r[:, None], off_r[:, None], tile_c[None], off_c[None]]
         return x + self.proj_out(out)
@@ -137,13 +160,42 @@ def _window_tiles(n: int, win: int, device: torch.device) -> tuple[Tensor, Tenso
     return start[:, None] + torch.arange(size, device=device), tile, pos - start[tile]
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(qᵀk/√c)·v over all positions of (b, c, h, w) maps, via SDPA.
+
+    SDPA's memory-efficient (flash) CPU kernel needs a unit-stride last dimension (a
+    transposed view silently falls back to the quadratic math kernel): (b, 1, hw, c) is a free
+    view of a channels-last map and one copy of an NCHW one. The output has the input's
+    memory format.
+    """
     b, c, h, w = q.shape
-    # contiguous (b, 1, hw, c): SDPA's memory-efficient (flash) CPU kernel needs a unit-stride
-    # last dimension; a transposed view silently falls back to the quadratic math kernel
-    q, k, v = (t.reshape(b, 1, c, h * w).transpose(-1, -2).contiguous() for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return out.transpose(-1, -2).reshape(b, c, h, w)
+    channels_last = q.is_contiguous(memory_format=torch.channels_last)
+    q, k, v = (t.permute(0, 2, 3, 1).reshape(b, 1, h * w, c).contiguous() for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v).view(b, h, w, c).permute(0, 3, 1, 2)
+    return out if channels_last else out.contiguous()
+
+
+def inference() -> bool:
+    """No autograd graph is recorded: in-place reuse of intermediate tensors is safe."""
+    return not torch.is_grad_enabled()
+
+
+INFERENCE_DTYPES = ("float32", "bfloat16")
+
+
+def network_precision(
+    x: Tensor, inference_dtype: str, training: bool
+) -> contextlib.AbstractContextManager[None]:
+    """Autocast context for a codec's analysis/synthesis networks at inference.
+
+    "bfloat16" (opt-in) runs them under bf16 autocast: AMX/AVX512-BF16 on recent x86 CPUs,
+    tensor cores on GPUs. Anything that selects symbols or entropy tables must stay outside
+    it (or in float32/float64 explicitly), so that a decoder on another machine rebuilds the
+    same symbols; training keeps the trainer's own precision.
+    """
+    if inference_dtype != "bfloat16" or training or not torch.amp.is_autocast_available(x.device.type):
+        return contextlib.nullcontext()  # e.g. the meta device `gicl info` counts FLOPs on
+    return torch.autocast(x.device.type, dtype=torch.bfloat16)
 
 
 def set_attention_window(module: nn.Module, window: int) -> None:

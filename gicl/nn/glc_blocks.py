@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gicl.nn.blocks import Downsample, Upsample, group_norm
+from gicl.nn.blocks import Downsample, Upsample, attend, group_norm, inference
 from gicl.nn.vq import VectorQuantizer
 
 # -------------------------------------------------------------------------------- DCVC-DC
@@ -149,8 +149,11 @@ class ResBlock(nn.Module):
         self.conv_out = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
-        return h + (x if self.conv_out is None else self.conv_out(x))
+        inplace = inference()  # the norms' outputs are fresh tensors: reuse them
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
+        shortcut = x if self.conv_out is None else self.conv_out(x)
+        return h.add_(shortcut) if inplace else h + shortcut
 
 
 class AttnBlock(nn.Module):
@@ -177,20 +180,13 @@ class AttnBlock(nn.Module):
         _, _, hh, ww = q.shape
         p = self.patch
         if self.training or p <= 0 or (hh <= p and ww <= p):
-            return x + self.proj_out(_attend(q, k, v))
+            return x + self.proj_out(attend(q, k, v))
         out = torch.empty_like(q)
         for i in range(0, hh, p):
             for j in range(0, ww, p):
                 win = (..., slice(i, i + p), slice(j, j + p))
-                out[win] = _attend(q[win], k[win], v[win])
+                out[win] = attend(q[win], k[win], v[win])
         return x + self.proj_out(out)
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(qᵀk/√c)·v over all positions of (b, c, h, w) maps, via SDPA."""
-    b, c, h, w = q.shape
-    q, k, v = (t.reshape(b, 1, c, h * w).transpose(-1, -2).contiguous() for t in (q, k, v))
-    return F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(b, c, h, w)
 
 
 def _levels(nf: int, ch_mult: list[int]) -> list[tuple[int, int]]:
