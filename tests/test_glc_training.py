@@ -123,3 +123,11 @@ def test_fit_smoke_runs_three_stages_and_stage_two_keeps_stage_ones_vqvae_bit_id
                             ("vqgan.generator.", True), ("code_pred_pix_loss.", True), ("dec.", True)):
         keys = [k for k in trained if k.startswith(prefix)]
         assert keys and any(not torch.equal(joint[k], trained[k]) for k in keys) is changed, prefix
+    # `gicl export` ships the inference codec: no code predictor, no VQ-VAE codebook
+    r = run_cli("export", str(run / "joint" / "checkpoints" / "last.ckpt"), str(tmp_path / "glc.pt"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    config, shipped, _ = read_codec_weights(tmp_path / "glc.pt")
+    assert config["training_parts"] is False
+    assert sorted(shipped) == sorted(k for k in joint if not k.startswith(
+        ("code_pred_loss.", "code_pred_pix_loss.", "vqgan.quantize.")))
+    assert all(torch.equal(shipped[k], joint[k]) for k in shipped)

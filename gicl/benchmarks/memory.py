@@ -57,7 +57,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    codec = build_codec(spec["codec"]).eval()
+    codec = build_codec(spec["codec"]).for_inference().eval()
     codec.update()  # the tables a model file carries (learned entropy models need them to code)
     if spec["window"] is not None:
         set_attention_window(codec, spec["window"])

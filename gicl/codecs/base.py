@@ -204,6 +204,12 @@ class Codec(nn.Module):
         """The objective of `aux_parameters` (CompressAI: `EntropyBottleneck.loss()`), or None."""
         return None
 
+    def for_inference(self) -> Codec:
+        """This codec as a shipped model file holds it: without the parts only training
+        uses (GLC's code predictors and VQ-VAE codebook). `gicl export` and the benchmarks
+        use it; stage hand-over files (`final.pt`) keep everything. Default: itself."""
+        return self
+
     def update(self) -> None:
         """Build what coding needs from the current weights (e.g. CDF tables of a learned
         entropy model) into persistent buffers. Called before every model file is written

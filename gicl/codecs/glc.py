@@ -314,6 +314,8 @@ class GLC(Codec):
         `build_codec` records."""
         from gicl.codecs.base import build_codec
 
+        if not self.training_parts:
+            return self
         if not self.config:
             raise ValueError("build the codec with gicl.codecs.build_codec to export it")
         codec = build_codec({**self.config, "training_parts": False})

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.out, args.ckpt, no_clobber=args.no_clobber)
     codec, meta = codec_io.codec_from_checkpoint(args.ckpt, args.raw)
+    codec = codec.for_inference()  # a shipped file holds no training-only parts
     try:
         fingerprint = save_model_file(codec, args.out, meta)
     except OSError as e:
