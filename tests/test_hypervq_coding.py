@@ -149,6 +149,29 @@ def test_only_present_positions_are_coded_and_counted(setup: dict) -> None:
     assert all(bool((d == 0).all()) for d in decoded.values())
 
 
+def test_hyper_latents_over_absent_blocks_are_neither_coded_nor_counted(setup: dict) -> None:
+    """Only the hyper-latents whose 4×4 block of the branch holds a present position are
+    coded and counted: a branch with tokens in one block pays one hyper position's side
+    information, not its whole grid's (Control-GIC's sparse branches), and still decodes."""
+    model, codebook, name = setup["model"], setup["codebook"], "fine"
+    z, idx = setup["latents"][name], setup["indices"][name]  # a 23×17 grid: 6×5 hyper positions
+    mask = torch.zeros(1, 1, *z.shape[-2:], dtype=torch.bool)
+    mask[..., 5, 9] = mask[..., 6, 10] = True  # both in the 4×4 block of hyper position (1, 2)
+    block = model.blocks[name]
+    with torch.no_grad():
+        out = model({name: z}, {name: idx}, codebook, {name: mask})
+        _, likelihoods = block.bottleneck(block.analyse(z, mask))
+    one_position = float(-torch.log2(likelihoods[0, :, 1, 2]).sum())
+    assert float(out.rate_z[name]) == pytest.approx(one_position, rel=1e-6)
+    sparse = model.compress({name: z}, {name: idx}, codebook, {name: mask})
+    dense = model.compress({name: z}, {name: idx}, codebook, {name: torch.ones_like(mask)})
+    assert 8 * len(sparse.sections[0]) <= one_position * 1.01 + 64
+    assert len(sparse.sections[0]) < len(dense.sections[0]) / 4
+    shapes = {name: tuple(z.shape[-2:])}
+    decoded = model.decompress(sparse.sections, shapes, codebook, {name: mask}, sparse.checksums)[name]
+    assert torch.equal(decoded[mask[:, 0]], idx[mask[:, 0]])
+
+
 def test_rvq_stages_have_their_own_codebooks_and_a_prefix_decodes_alone() -> None:
     """ProGIC-style: one branch per stage, each with its own (ever smaller) codebook; stage k's
     sections do not depend on later stages, so the first 2k sections decode stages 1..k."""

@@ -43,7 +43,7 @@ from gicl.codecs.controlgic import GRANULARITIES, ControlGIC
 from gicl.codecs.hyperprior_codec import HyperpriorCodec, check_backbone_keys, rate_losses
 from gicl.codecs.routing import Masks
 from gicl.entropy import fixed
-from gicl.entropy.hypervq import HYPER_CHANNELS, HyperVQ
+from gicl.entropy.hypervq import HYPER_CHANNELS, HYPER_INIT_SCALE, HyperVQ
 from gicl.errors import BitstreamError
 
 SECTION_ORDER = ("coarse", "medium", "fine")  # Control-GIC's order: a coarse token first
@@ -54,16 +54,18 @@ class HVQCGIC(HyperpriorCodec):
     codec_id = "hvq_cgic"
     multiple = ControlGIC.multiple
 
-    def __init__(self, *, hyper_channels: int = HYPER_CHANNELS, **backbone: Any) -> None:
+    def __init__(self, *, hyper_channels: int = HYPER_CHANNELS, hyper_init_scale: float = HYPER_INIT_SCALE,
+                 **backbone: Any) -> None:
         """hyper_channels: width C of every H Block (72: 1.59 M parameters for the paper's
-        d = 4, the paper's 132.30 M − 130.69 M = 1.61 M). Every other key is a Control-GIC
-        constructor argument (the backbone's)."""
+        d = 4, the paper's 132.30 M − 130.69 M = 1.61 M). hyper_init_scale: the hyper-latent
+        bottlenecks' initial density width (CompressAI's default 10). Every other key is a
+        Control-GIC constructor argument (the backbone's)."""
         super().__init__()
         check_backbone_keys(ControlGIC, backbone)
         self.backbone = ControlGIC(**backbone)
         q = self.backbone.quantizer
         self.hyperprior = HyperVQ({g: (q.embed_dim, q.n_embed) for g in SECTION_ORDER},
-                                  channels=hyper_channels)
+                                  channels=hyper_channels, init_scale=hyper_init_scale)
 
     # ---------------------------------------------------------------- entropy model
     def codebook(self) -> Tensor:

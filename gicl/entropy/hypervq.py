@@ -35,10 +35,11 @@ Choices where the paper is silent:
 - The anchors are detached in the rate ("fixed anchors", §3.2.3): the rate moves μ, σ and,
   through the hyper-analysis and commitment, the encoder; it does not drag codewords.
 - Masked branches: only positions present in the mask are coded and counted (the masks
-  themselves are the backbone's business, sent before the indices). A branch with no
-  present position in an image codes nothing: neither R_ind nor R_z counts, and its two
-  sections are empty (at all-fine, the medium and coarse hyper-latents cost 24 bytes
-  otherwise, 0.0005 bpp at 768×512).
+  themselves are the backbone's business, sent before the indices). The same holds for
+  the hyper-latents: only those whose 4×4 block of the branch holds a present position
+  are coded and counted in R_z (`hyper_mask`); the others take the bottleneck's medians
+  on both sides. So a sparse branch pays side information in proportion to its tokens,
+  and a branch with no present position codes nothing (two empty sections).
 
 Exact coding (integer tables identical on encoder and decoder machines, 24-bit range coder,
 bounded tail-floor above 4096 codewords) is `gicl.entropy.anchor_coding`; for it the
@@ -64,6 +65,7 @@ from gicl.errors import BitstreamError
 
 HYPER_CHANNELS = 72
 HYPER_STRIDE = 4  # two stride-2 layers
+HYPER_INIT_SCALE = 10.0  # CompressAI's EntropyBottleneck default
 INITIAL_SIGMA_UNITS = 0.25
 NOTHING = torch.zeros(0, dtype=torch.int64)  # what an empty branch's sections carry
 
@@ -91,11 +93,11 @@ class HyperSynthesis(nn.Sequential):
 class HBlock(nn.Module):
     """One branch's hyperprior: analysis, factorized bottleneck, synthesis."""
 
-    def __init__(self, d: int, k: int, channels: int) -> None:
+    def __init__(self, d: int, k: int, channels: int, init_scale: float = HYPER_INIT_SCALE) -> None:
         super().__init__()
         self.d, self.k = d, k
         self.analysis = HyperAnalysis(d, channels)
-        self.bottleneck = EntropyBottleneck(channels)
+        self.bottleneck = EntropyBottleneck(channels, init_scale=init_scale)
         self.synthesis = HyperSynthesis(d, channels)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
@@ -112,6 +114,19 @@ class HBlock(nn.Module):
         x = torch.cat([z * mask, mask.to(z.dtype)], 1)
         h, w = x.shape[-2:]
         return self.analysis(F.pad(x, (0, (-w) % HYPER_STRIDE, 0, (-h) % HYPER_STRIDE)))
+
+    def fill(self) -> Tensor:
+        """(1, C, 1, 1): the value of a hyper-latent that is not coded (no present position
+        under it), the bottleneck's medians (its most probable value), detached: the
+        quantiles learn from the aux loss only."""
+        return self.bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+
+    def scatter_kept(self, column: Tensor, keep: Tensor) -> Tensor:
+        """(1, C, h, w) hyper-latents from the decoded column (1, C, N, 1) of the kept ones;
+        the others are `fill()`, on encoder and decoder alike."""
+        out = self.fill().to(column.device, column.dtype).expand(1, -1, *keep.shape).clone()
+        out[:, :, keep] = column[..., 0]
+        return out
 
     def parameters_for(
         self, y_hat: Tensor, size: tuple[int, int], grid: SnapGrid, *, float64: bool = False
@@ -196,6 +211,18 @@ def branch_mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> 
     return (m[:, None] if m.dim() == 3 else m).to(torch.bool)
 
 
+def hyper_mask(mask: Tensor) -> Tensor:
+    """(B, 1, ⌈H/4⌉, ⌈W/4⌉) bool: the hyper-latents whose 4×4 block of the branch holds a
+    present position. Only those are coded and counted in R_z; the decoder knows the masks
+    before the hyper-stream, so it knows which ones the stream holds. A hyper-latent over
+    absent positions only would spend bits on nothing; without this a sparse branch paid
+    for its whole hyper grid (at Control-GIC's lowest rate, 10 % medium tokens cost the
+    hyper-latents of a full medium map)."""
+    h, w = mask.shape[-2:]
+    padded = F.pad(mask.to(torch.float32), (0, (-w) % HYPER_STRIDE, 0, (-h) % HYPER_STRIDE))
+    return F.max_pool2d(padded, HYPER_STRIDE) > 0
+
+
 def codebook_for(codebooks: Tensor | Mapping[str, Tensor], name: str) -> Tensor:
     """The branch's codebook: one tensor shared by all branches, or one per branch."""
     return (codebooks[name] if isinstance(codebooks, Mapping) else codebooks).detach()
@@ -215,12 +242,17 @@ class HyperVQ(nn.Module):
     branches it is given, in the order given, so a caller may code a subset (a ProGIC prefix).
     """
 
-    def __init__(self, branches: Mapping[str, tuple[int, int]], *, channels: int = HYPER_CHANNELS) -> None:
+    def __init__(
+        self, branches: Mapping[str, tuple[int, int]], *, channels: int = HYPER_CHANNELS,
+        init_scale: float = HYPER_INIT_SCALE,
+    ) -> None:
+        """init_scale: the bottlenecks' initial density width (CompressAI's `init_scale`)."""
         super().__init__()
         if not branches:
             raise ValueError("HyperVQ needs at least one branch")
         self.branch_specs = {name: (int(d), int(k)) for name, (d, k) in branches.items()}
-        self.blocks = nn.ModuleDict({n: HBlock(d, k, channels) for n, (d, k) in self.branch_specs.items()})
+        self.blocks = nn.ModuleDict(
+            {n: HBlock(d, k, channels, init_scale) for n, (d, k) in self.branch_specs.items()})
 
     def _block(self, name: str, codebook: Tensor) -> HBlock:
         if name not in self.blocks:
@@ -248,9 +280,9 @@ class HyperVQ(nn.Module):
             block = self._block(name, codebook)
             mask = branch_mask(masks, name, z)
             y_hat, likelihoods = block.bottleneck(block.analyse(z, mask))
-            # an image with no position in this branch codes none of its hyper-latents either
-            coded = mask.flatten(1).any(1)
-            out.rate_z[name] = -torch.log2(likelihoods).flatten(1).sum(1) * coded
+            keep = hyper_mask(mask)  # only hyper-latents above a present position are coded
+            y_hat = torch.where(keep, y_hat, block.fill().to(y_hat.dtype))
+            out.rate_z[name] = -(torch.log2(likelihoods) * keep).flatten(1).sum(1)
             grid = SnapGrid.for_codebook(codebook)
             mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), grid)
             mu_p, sigma_p = clamp_to_coder_box(present(mu, mask), codebook, grid), present(sigma, mask)
@@ -293,9 +325,12 @@ class HyperVQ(nn.Module):
                 streams.index_bits[name] = 0.0
                 continue
             y = block.analyse(z, mask)
-            strings = block.bottleneck.compress(y)
+            keep = hyper_mask(mask)[0, 0]
+            # the kept hyper-latents as one column (the bottleneck is factorized: the layout
+            # does not change their cost; with every position kept the stream is the same)
+            strings = block.bottleneck.compress(y[:, :, keep][..., None])
             # the decoder's path: identical floats on both sides from here on
-            y_hat = block.bottleneck.decompress(strings, tuple(y.shape[-2:]))
+            y_hat = block.scatter_kept(block.bottleneck.decompress(strings, (int(keep.sum()), 1)), keep)
             mu_idx, sigma_idx, grid = self._snapped(block, y_hat, tuple(z.shape[-2:]), mask, codebook)
             symbols = present(indices[name], mask)
             coded = encode_indices(symbols, mu_idx, sigma_idx, codebook, grid)
@@ -335,10 +370,11 @@ class HyperVQ(nn.Module):
                         verify_symbols(NOTHING, checksums[k], k)
                 out[name] = torch.zeros(1, h, w, dtype=torch.int64, device=device)
                 continue
-            hyper_size = (-(-h // HYPER_STRIDE), -(-w // HYPER_STRIDE))
-            y_hat = block.bottleneck.decompress(
-                [rans_padded(sections[2 * i], block.bottleneck.channels * hyper_size[0] * hyper_size[1])],
-                hyper_size).to(device)
+            keep = hyper_mask(mask)[0, 0]
+            kept = int(keep.sum())
+            column = block.bottleneck.decompress(
+                [rans_padded(sections[2 * i], block.bottleneck.channels * kept)], (kept, 1))
+            y_hat = block.scatter_kept(column.to(device), keep)
             if checksums is not None:
                 _verify_float(y_hat, checksums[2 * i], 2 * i)
             mu_idx, sigma_idx, grid = self._snapped(block, y_hat, (h, w), mask, codebook)
