@@ -540,7 +540,16 @@ class _Group(nn.Module):
                 self.add_module(name, part)
 
 
+MAX_RESIDUAL = 1 << 20
+"""Largest |round(y·q − μ)| a file may hold. CompressAI's rANS codes a residual outside its
+table as 4-bit bypass chunks, one loop step each, so a corrupted section that decodes to
+residuals near 2³¹ would make the re-encode check below run for minutes; real latents stay
+orders of magnitude below this bound (the encoder refuses to write beyond it)."""
+
+
 def _rans_encode(symbols: Tensor, indexes: Tensor) -> bytes:
+    if symbols.numel() and int(symbols.abs().max()) > MAX_RESIDUAL:
+        raise ValueError(f"a ŷ residual exceeds ±{MAX_RESIDUAL}: the model's latent diverged")
     _, cdfs, lengths, offsets = gaussian_tables()
     return _compressai()[0].RansEncoder().encode_with_indexes(
         symbols.cpu().tolist(), indexes.cpu().int().tolist(), cdfs, lengths, offsets
@@ -558,7 +567,10 @@ def _rans_decode(data: bytes, indexes: Tensor) -> Tensor:
     except Exception as e:  # the C++ decoder raises RuntimeError/ValueError on garbage
         raise BitstreamError(f"a ŷ section cannot be entropy-decoded ({type(e).__name__}): "
                              "the file is corrupted") from None
-    symbols = torch.tensor(values, dtype=torch.int32)
+    symbols = torch.tensor(values, dtype=torch.int64)
+    if symbols.numel() and int(symbols.abs().max()) > MAX_RESIDUAL:
+        raise BitstreamError("a ŷ section decodes to residuals out of range: the file is corrupted")
+    symbols = symbols.to(torch.int32)
     again = _rans_encode(symbols, indexes)
     if again != data:
         what = "has trailing bytes" if data.startswith(again) else "does not re-encode to itself"
