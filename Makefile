@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m gicl demo
 
+# Two pytest workers (pytest-xdist), whole files each so that a module's shared fit runs
+# once: the suite is mostly one-core work, and the CI machine has two.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test-slurm: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m slurm tests/test_slurm.py

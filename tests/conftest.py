@@ -15,6 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 # its data; `gicl data kodak` fetches all 24 for evaluation.
 KODAK = REPO / "tests" / "fixtures" / "kodak"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers, one per core of a small CI machine: each worker and
+    # the subprocesses it starts keep to one intra-op thread, or four OpenMP teams would spin
+    # against each other on two cores. Tests that compare thread counts pick theirs relative
+    # to torch.get_num_threads().
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 # torchvision file names that lpips / DISTS / FID loaders look for under $TORCH_HOME.
 BACKBONES = {
     "vgg16-397923af.pth": "vgg16",
