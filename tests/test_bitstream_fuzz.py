@@ -257,18 +257,17 @@ def test_mutated_streams_are_refused_or_legal_for_every_codec(tmp_path, monkeypa
     assert growth_mib < 256
 
 
-# Not the HyperVQ codecs (hvq_cgic, hvq_progic, hvq_vqgan): a known issue, their rANS and
-# range-coded sections do not refuse trailing bytes yet (the decoders stop reading early).
 @pytest.mark.parametrize("name", ["vqgan", "progic", "controlgic", "controlgic-range", "glc",
-                                  "glc_vqvae"])
+                                  "glc_vqvae", "hvq_cgic", "hvq_progic", "hvq_vqgan"])
 def test_every_section_type_refuses_trailing_bytes(tmp_path, monkeypatch, one_thread, name):
-    """Fixed-length (VQGAN, ProGIC, the Control-GIC masks), Huffman and range-coded sections,
-    empty ones included, each with 4 extra bytes in an otherwise valid container."""
+    """Fixed-length (VQGAN, ProGIC, the Control-GIC masks), Huffman, range-coded and HyperVQ
+    (rANS hyper-latents, range-coded indices) sections, empty ones included, each with 4 extra
+    bytes in an otherwise valid container."""
     monkeypatch.setenv("GICL_CACHE", str(tmp_path / "cache"))
     m = model(tmp_path, name)
     point = m.codec.operating_points()[0]  # Control-GIC: the medium/fine sections are empty
     enc = m.codec.compress(image(0, 32, 32), point)
-    if name.startswith("controlgic"):
+    if name.startswith(("controlgic", "hvq_cgic")):
         assert not all(enc.sections)  # the empty-section case is exercised
     codec_io.decode(m, bitstream.write(enc, m.fingerprint, m.codec.operating_points()))
     for i in range(len(enc.sections)):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,6 +91,10 @@ def _spawn(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         )
     except subprocess.TimeoutExpired:
         raise UserError(f"the measurement did not finish within {timeout:.0f} s (raise --timeout)") from None
+    if proc.returncode == -signal.SIGKILL:  # the kernel's OOM killer sends SIGKILL, silently
+        total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        raise UserError(f"the measurement process was killed (SIGKILL), most likely out of memory "
+                        f"({total_gib:.0f} GiB here): try a smaller --size")
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise UserError(f"the measurement process failed (exit {proc.returncode}): {tail}")

@@ -92,6 +92,7 @@ from gicl.entropy import fixed
 from gicl.entropy.huffman import HuffmanCode
 from gicl.entropy.static_range import StaticRangeCoder
 from gicl.errors import BitstreamError, RecipeError, UserError
+from gicl.nn.banded import Conv3x3
 from gicl.nn.blocks import (
     INFERENCE_DTYPES,
     AttnBlock,
@@ -233,14 +234,14 @@ class GranularEncoder(Encoder):
         c_fine, c_medium = ch * ch_mult[-3], ch * ch_mult[-2]
         self.mid_fine = MidBlock(c_fine, dropout=dropout)
         self.norm_out_fine = group_norm(c_fine)
-        self.conv_out_fine = nn.Conv2d(c_fine, z_channels, 3, padding=1)
+        self.conv_out_fine = Conv3x3(c_fine, z_channels)
         self.mid_medium = MidBlock(c_medium, dropout=dropout)
         self.norm_out_medium = group_norm(c_medium)
-        self.conv_out_medium = nn.Conv2d(c_medium, z_channels, 3, padding=1)
+        self.conv_out_medium = Conv3x3(c_medium, z_channels)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
         """(z_fine at H/4, z_medium at H/8, z_coarse at H/16)."""
-        *_, f_fine, f_medium, f_coarse = self.forward_levels(x)
+        f_fine, f_medium, f_coarse = self.forward_levels(x, last=3)
         return (
             _head(f_fine, self.mid_fine, self.norm_out_fine, self.conv_out_fine),
             _head(f_medium, self.mid_medium, self.norm_out_medium, self.conv_out_medium),
@@ -266,9 +267,9 @@ class ConditionalDecoder(Decoder):
             dropout=dropout, zq_channels=zq_channels,
         )
         c_medium, c_fine = ch * ch_mult[-1], ch * ch_mult[-2]  # channels entering H/8, H/4
-        self.conv_in_medium = nn.Conv2d(z_channels, c_medium, 3, padding=1)
+        self.conv_in_medium = Conv3x3(z_channels, c_medium)
         self.mid_medium = MidBlock(c_medium, dropout=dropout, zq_channels=zq_channels)
-        self.conv_in_fine = nn.Conv2d(z_channels, c_fine, 3, padding=1)
+        self.conv_in_fine = Conv3x3(z_channels, c_fine)
         self.mid_fine = MidBlock(c_fine, dropout=dropout, zq_channels=zq_channels)
 
     def forward(  # type: ignore[override]

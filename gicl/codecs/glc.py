@@ -80,7 +80,7 @@ from gicl.codecs.base import (
     symbols_checksum,
     verify_symbols,
 )
-from gicl.entropy import fixed
+from gicl.entropy import MAX_RANS_SYMBOL, fixed
 from gicl.errors import BitstreamError, RecipeError, UserError
 from gicl.nn.blocks import INFERENCE_DTYPES, network_precision
 from gicl.nn.glc_blocks import (
@@ -540,16 +540,9 @@ class _Group(nn.Module):
                 self.add_module(name, part)
 
 
-MAX_RESIDUAL = 1 << 20
-"""Largest |round(y·q − μ)| a file may hold. CompressAI's rANS codes a residual outside its
-table as 4-bit bypass chunks, one loop step each, so a corrupted section that decodes to
-residuals near 2³¹ would make the re-encode check below run for minutes; real latents stay
-orders of magnitude below this bound (the encoder refuses to write beyond it)."""
-
-
 def _rans_encode(symbols: Tensor, indexes: Tensor) -> bytes:
-    if symbols.numel() and int(symbols.abs().max()) > MAX_RESIDUAL:
-        raise ValueError(f"a ŷ residual exceeds ±{MAX_RESIDUAL}: the model's latent diverged")
+    if symbols.numel() and int(symbols.abs().max()) > MAX_RANS_SYMBOL:
+        raise ValueError(f"a ŷ residual exceeds ±{MAX_RANS_SYMBOL}: the model's latent diverged")
     _, cdfs, lengths, offsets = gaussian_tables()
     return _compressai()[0].RansEncoder().encode_with_indexes(
         symbols.cpu().tolist(), indexes.cpu().int().tolist(), cdfs, lengths, offsets
@@ -568,7 +561,7 @@ def _rans_decode(data: bytes, indexes: Tensor) -> Tensor:
         raise BitstreamError(f"a ŷ section cannot be entropy-decoded ({type(e).__name__}): "
                              "the file is corrupted") from None
     symbols = torch.tensor(values, dtype=torch.int64)
-    if symbols.numel() and int(symbols.abs().max()) > MAX_RESIDUAL:
+    if symbols.numel() and int(symbols.abs().max()) > MAX_RANS_SYMBOL:
         raise BitstreamError("a ŷ section decodes to residuals out of range: the file is corrupted")
     symbols = symbols.to(torch.int32)
     again = _rans_encode(symbols, indexes)

@@ -302,11 +302,20 @@ def decode_indices(
     if len(data) % 4 or not data:
         raise BitstreamError("a HyperVQ index section is not whole 32-bit words: file truncated")
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    # The range decoder stops reading once it has its symbols, so trailing or altered words
+    # after them would pass: the symbols are re-encoded with the same tables (while each
+    # chunk's table is at hand; the tables, not the coder, are the cost) and must give `data`.
+    again = constriction.stream.queue.RangeEncoder()
     out = []
     radius = tail_radius_for(codebook.shape[0])
     try:
         for f in frequency_chunks(mu_idx, sigma_idx, codebook, grid, tail_radius=radius):
-            out.append(np.asarray(decoder.decode(_family(), _as_probabilities(f)), dtype=np.int64))
+            probabilities = _as_probabilities(f)
+            out.append(np.asarray(decoder.decode(_family(), probabilities), dtype=np.int32))
+            again.encode(out[-1], _family(), probabilities)
     except Exception as e:  # constriction reports corrupt input with its own exceptions
         raise BitstreamError(f"a HyperVQ index section cannot be decoded ({e})") from e
-    return torch.from_numpy(np.concatenate(out))
+    if again.get_compressed().astype("<u4").tobytes() != data:
+        raise BitstreamError("a HyperVQ index section is not what the encoder writes for its symbols "
+                             "(trailing or altered words): the file is corrupted")
+    return torch.from_numpy(np.concatenate(out).astype(np.int64))

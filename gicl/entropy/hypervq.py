@@ -60,6 +60,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from gicl.codecs.base import symbols_checksum, verify_symbols
+from gicl.entropy import MAX_RANS_SYMBOL
 from gicl.entropy.anchor_coding import MU_CLAMP_UNITS, SnapGrid, decode_indices, encode_indices
 from gicl.errors import BitstreamError
 
@@ -328,7 +329,10 @@ class HyperVQ(nn.Module):
             keep = hyper_mask(mask)[0, 0]
             # the kept hyper-latents as one column (the bottleneck is factorized: the layout
             # does not change their cost; with every position kept the stream is the same)
-            strings = block.bottleneck.compress(y[:, :, keep][..., None])
+            column = y[:, :, keep][..., None]
+            if _beyond_rans_bound(block.bottleneck, column):
+                raise ValueError(f"a hyper-latent exceeds ±{MAX_RANS_SYMBOL}: the model diverged")
+            strings = block.bottleneck.compress(column)
             # the decoder's path: identical floats on both sides from here on
             y_hat = block.scatter_kept(block.bottleneck.decompress(strings, (int(keep.sum()), 1)), keep)
             mu_idx, sigma_idx, grid = self._snapped(block, y_hat, tuple(z.shape[-2:]), mask, codebook)
@@ -364,7 +368,7 @@ class HyperVQ(nn.Module):
             if not bool(mask.any()):
                 if sections[2 * i] or sections[2 * i + 1]:
                     raise BitstreamError(f"HyperVQ branch '{name}' has no coded position but its "
-                                         "sections hold bytes: the file is corrupted")
+                                         "sections hold (trailing) bytes: the file is corrupted")
                 for k in (2 * i, 2 * i + 1):
                     if checksums is not None:
                         verify_symbols(NOTHING, checksums[k], k)
@@ -374,6 +378,13 @@ class HyperVQ(nn.Module):
             kept = int(keep.sum())
             column = block.bottleneck.decompress(
                 [rans_padded(sections[2 * i], block.bottleneck.channels * kept)], (kept, 1))
+            if _beyond_rans_bound(block.bottleneck, column):
+                raise BitstreamError(f"HyperVQ branch '{name}': the hyper-latent section decodes to "
+                                     "values out of range: the file is corrupted")
+            if block.bottleneck.compress(column)[0] != sections[2 * i]:  # rANS stops early too
+                raise BitstreamError(f"HyperVQ branch '{name}': the hyper-latent section is not what "
+                                     "the encoder writes for its values (trailing or altered "
+                                     "bytes): the file is corrupted")
             y_hat = block.scatter_kept(column.to(device), keep)
             if checksums is not None:
                 _verify_float(y_hat, checksums[2 * i], 2 * i)
@@ -397,6 +408,13 @@ class HyperVQ(nn.Module):
         mu, sigma = block.parameters_for(y_hat, size, grid, float64=True)
         mu_idx, sigma_idx = grid.snap(present(mu, mask), present(sigma, mask))
         return mu_idx, sigma_idx, grid
+
+
+def _beyond_rans_bound(bottleneck: EntropyBottleneck, column: Tensor) -> bool:
+    """Whether a hyper-latent column (1, C, N, 1) holds a value beyond `MAX_RANS_SYMBOL`
+    from its channel's median (the rANS symbol CompressAI codes)."""
+    medians = bottleneck.quantiles[:, 0, 1].reshape(1, -1, 1, 1)
+    return column.numel() > 0 and float((column - medians).abs().max()) > MAX_RANS_SYMBOL
 
 
 def rans_padded(data: bytes, symbols: int) -> bytes:

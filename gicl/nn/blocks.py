@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gicl.nn.banded import BandActivation, Conv3x3, add_conv1x1, norm_silu
+
 
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm that also takes a group holding a single value.
@@ -42,6 +44,14 @@ class SpatialNorm(nn.Module):
         self.conv_y = nn.Conv2d(zq_channels, channels, 1)
         self.conv_b = nn.Conv2d(zq_channels, channels, 1)
 
+    def modulation(self, f: Tensor, zq: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(y, b) at zq's resolution when it is f's divided by powers of two, else None."""
+        (h, w), (zh, zw) = f.shape[-2:], zq.shape[-2:]
+        s, t = h // zh, w // zw
+        if (s, t) != (h / zh, w / zw) or s & (s - 1) or t & (t - 1) or min(s, t) < 1:
+            return None
+        return self.conv_y(zq), self.conv_b(zq)
+
     def forward(self, f: Tensor, zq: Tensor) -> Tensor:
         """The 1×1 convs commute with nearest resizing (both act per position), so they run
         at the smaller of the two resolutions; an integer upscale is then a broadcast inside
@@ -54,17 +64,22 @@ class SpatialNorm(nn.Module):
             zq = F.interpolate(zq, size=(h, w), mode="nearest")
         y, b = self.conv_y(zq), self.conv_b(zq)
         normed = self.norm(f)
+        # without autograd the product is written over the fresh normed map (the same kernel:
+        # same values) instead of into a third full-size tensor beside f and normed
+        into = inference() and normed.dtype == torch.result_type(normed, y)
         if not up or (h, w) == (zh, zw):
-            return torch.addcmul(b, normed, y)
+            return torch.addcmul(b, normed, y, out=normed) if into else torch.addcmul(b, normed, y)
         # (B, C, zh, s, zw, t) views: each latent position covers an s×t block of f
         n, c = normed.shape[:2]
         if normed.is_contiguous(memory_format=torch.channels_last):
             blocks = normed.permute(0, 2, 3, 1).view(n, zh, s, zw, t, c)
             y, b = (v.permute(0, 2, 3, 1)[:, :, None, :, None] for v in (y, b))
-            return torch.addcmul(b, blocks, y).reshape(n, h, w, c).permute(0, 3, 1, 2)
+            out = torch.addcmul(b, blocks, y, out=blocks) if into else torch.addcmul(b, blocks, y)
+            return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
         blocks = normed.view(n, c, zh, s, zw, t)
         y, b = (v[:, :, :, None, :, None] for v in (y, b))
-        return torch.addcmul(b, blocks, y).reshape(n, c, h, w)
+        out = torch.addcmul(b, blocks, y, out=blocks) if into else torch.addcmul(b, blocks, y)
+        return out.reshape(n, c, h, w)
 
 
 class Norm(nn.Module):
@@ -78,6 +93,20 @@ class Norm(nn.Module):
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
         return self.norm(x, zq) if self.spatial else self.norm(x)
 
+    def banded(self, x: Tensor, zq: Tensor | None = None) -> BandActivation | None:
+        """SiLU(self(x)) by rows for a banded convolution (None where not supported)."""
+        if not self.spatial:
+            return norm_silu(self.norm, x)
+        modulation = self.norm.modulation(x, zq)
+        return None if modulation is None else norm_silu(self.norm.norm, x, modulation)
+
+
+def fused_activations(conv: Conv3x3, x: Tensor) -> bool:
+    """Whether a block's norm → SiLU → conv runs band by band on x (large float32 maps at
+    inference): the normalised map is then never held whole."""
+    return (conv.bands(x) and x.dtype == torch.float32  # (bands: never on the meta device)
+            and not torch.is_autocast_enabled(x.device.type))
+
 
 class ResnetBlock(nn.Module):
     def __init__(
@@ -87,19 +116,25 @@ class ResnetBlock(nn.Module):
         super().__init__()
         out_channels = out_channels or in_channels
         self.norm1 = Norm(in_channels, zq_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = Conv3x3(in_channels, out_channels)
         self.norm2 = Norm(out_channels, zq_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv2 = Conv3x3(out_channels, out_channels)
         self.nin_shortcut = (
             nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        if (not self.training and fused_activations(self.conv1, x)  # (dropout: identity)
+                and (pre := self.norm1.banded(x, zq)) is not None):
+            h = self.conv1(x, pre=pre)
+            h = self.conv2(h, pre=self.norm2.banded(h, zq))
+            return add_conv1x1(h, self.nin_shortcut, x)
         inplace = inference()  # the norms' outputs are fresh tensors: reuse them
         h = self.conv1(F.silu(self.norm1(x, zq), inplace=inplace))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h, zq), inplace=inplace)))
-        return h.add_(self.nin_shortcut(x)) if inplace else self.nin_shortcut(x) + h
+        h = self.norm2(h, zq)  # one name: conv1's output is freed before conv2 allocates
+        h = self.conv2(self.dropout(F.silu(h, inplace=inplace)))
+        return add_conv1x1(h, self.nin_shortcut, x) if inplace else self.nin_shortcut(x) + h
 
 
 class AttnBlock(nn.Module):
@@ -217,14 +252,15 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest ×2 then 3×3 conv."""
+    """Nearest ×2 then 3×3 conv (at inference on large maps, band by band without the
+    upsampled copy: `gicl.nn.banded`)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = Conv3x3(channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(x, upsample=True)
 
 
 class MidBlock(nn.Module):
@@ -279,7 +315,7 @@ class Encoder(nn.Module):
         double_z: bool = False, mid: bool = True,
     ) -> None:
         super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
+        self.conv_in = Conv3x3(in_channels, ch)
         self.down = nn.ModuleList()
         in_mult = [1, *ch_mult]
         res = resolution
@@ -295,15 +331,18 @@ class Encoder(nn.Module):
         top = ch * ch_mult[-1]
         self.mid = MidBlock(top, dropout=dropout) if mid else None
         self.norm_out = group_norm(top)
-        self.conv_out = nn.Conv2d(top, 2 * z_channels if double_z else z_channels, 3, padding=1)
+        self.conv_out = Conv3x3(top, 2 * z_channels if double_z else z_channels)
 
-    def forward_levels(self, x: Tensor) -> list[Tensor]:
-        """Outputs of each level before its downsampling (level i is at H / 2**i)."""
+    def forward_levels(self, x: Tensor, last: int = 1) -> list[Tensor]:
+        """Outputs of the `last` levels before their downsampling (level i is at H / 2**i);
+        the others are dropped as soon as the next level has read them (at full resolution
+        one is 1 GB for a 1080p image)."""
         h = self.conv_in(x)
         outs = []
-        for level in self.down:
+        for i, level in enumerate(self.down):
             h = level(h)
-            outs.append(h)
+            if i >= len(self.down) - last:
+                outs.append(h)
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         return outs
@@ -326,7 +365,7 @@ class Decoder(nn.Module):
         super().__init__()
         top = ch * ch_mult[-1]
         res = resolution // 2 ** (len(ch_mult) - 1)
-        self.conv_in = nn.Conv2d(z_channels, top, 3, padding=1)
+        self.conv_in = Conv3x3(z_channels, top)
         self.mid = MidBlock(top, dropout=dropout, zq_channels=zq_channels)
         self.up = nn.ModuleList()
         in_ch = top
@@ -342,7 +381,7 @@ class Decoder(nn.Module):
                 res *= 2
             self.up.insert(0, level)
         self.norm_out = Norm(in_ch, zq_channels)
-        self.conv_out = nn.Conv2d(in_ch, out_channels, 3, padding=1)
+        self.conv_out = Conv3x3(in_ch, out_channels)
 
     def forward(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
         h = self.mid(self.conv_in(z), zq)

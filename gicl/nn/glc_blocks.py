@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gicl.nn.blocks import Downsample, Upsample, attend, group_norm, inference
+from gicl.nn.banded import Conv3x3, add_conv1x1, norm_silu
+from gicl.nn.blocks import Downsample, Upsample, attend, fused_activations, group_norm, inference
 from gicl.nn.vq import VectorQuantizer
 
 # -------------------------------------------------------------------------------- DCVC-DC
@@ -126,7 +127,7 @@ class ResidualBlockUpsample(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, upsample: int = 2) -> None:
         super().__init__()
         self.subpel_conv = subpel_conv1x1(in_ch, out_ch, upsample)
-        self.conv = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv = Conv3x3(out_ch, out_ch)
         self.upsample = subpel_conv1x1(in_ch, out_ch, upsample)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -143,12 +144,16 @@ class ResBlock(nn.Module):
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         self.norm1 = group_norm(in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv1 = Conv3x3(in_ch, out_ch)
         self.norm2 = group_norm(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv2 = Conv3x3(out_ch, out_ch)
         self.conv_out = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if fused_activations(self.conv1, x):  # large maps at inference: by rows (gicl.nn.banded)
+            h = self.conv1(x, pre=norm_silu(self.norm1, x))
+            h = self.conv2(h, pre=norm_silu(self.norm2, h))
+            return add_conv1x1(h, self.conv_out or nn.Identity(), x)
         inplace = inference()  # the norms' outputs are fresh tensors: reuse them
         h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
@@ -201,7 +206,7 @@ class VQGANEncoder(nn.Module):
         attn_resolutions: list[int], patch: int,
     ) -> None:
         super().__init__()
-        blocks: list[nn.Module] = [nn.Conv2d(3, nf, 3, padding=1)]
+        blocks: list[nn.Module] = [Conv3x3(3, nf)]
         res = resolution
         for i, (c_in, c_out) in enumerate(_levels(nf, ch_mult)):
             for _ in range(res_blocks):
@@ -214,7 +219,7 @@ class VQGANEncoder(nn.Module):
                 res //= 2
         top = nf * ch_mult[-1]
         blocks += [ResBlock(top, top), AttnBlock(top, patch), ResBlock(top, top),
-                   group_norm(top), nn.SiLU(), nn.Conv2d(top, emb_dim, 3, padding=1)]
+                   group_norm(top), nn.SiLU(), Conv3x3(top, emb_dim)]
         self.blocks = nn.ModuleList(blocks)
         self.quant_conv = nn.Conv2d(emb_dim, emb_dim, 1)
 
@@ -235,7 +240,7 @@ class VQGANGenerator(nn.Module):
         self.post_quant_conv = nn.Conv2d(emb_dim, emb_dim, 1)
         c = nf * ch_mult[-1]
         res = resolution // 2 ** (len(ch_mult) - 1)
-        blocks: list[nn.Module] = [nn.Conv2d(emb_dim, c, 3, padding=1),
+        blocks: list[nn.Module] = [Conv3x3(emb_dim, c),
                                    ResBlock(c, c), AttnBlock(c, patch), ResBlock(c, c)]
         for i in reversed(range(len(ch_mult))):
             for _ in range(res_blocks):
@@ -246,7 +251,7 @@ class VQGANGenerator(nn.Module):
             if i != 0:
                 blocks.append(Upsample(c))
                 res *= 2
-        blocks += [group_norm(c), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)]
+        blocks += [group_norm(c), nn.SiLU(), Conv3x3(c, 3)]
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: Tensor) -> Tensor:
