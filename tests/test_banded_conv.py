@@ -21,7 +21,7 @@ from gicl.nn.banded import Conv3x3, add_conv1x1
 @pytest.fixture
 def always_banded(monkeypatch):
     """Every inference conv banded, in bands of (at least) 8 rows."""
-    monkeypatch.setattr(banded, "MIN_OUTPUT_BYTES", 0)
+    monkeypatch.setattr(banded, "MIN_BANDED_BYTES", 0)
     monkeypatch.setattr(banded, "BAND_BYTES", 1)
 
 
@@ -36,6 +36,57 @@ def test_banded_conv_equals_the_one_call_conv(always_banded, upsample, height) -
     with torch.no_grad():
         got = conv(x, upsample=upsample)
     assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("height", [1, 7, 8, 9, 17, 37])
+def test_banded_conv_written_over_its_input_equals_the_one_call_conv(always_banded, height) -> None:
+    """Each band's last input row is the next band's halo: written over its input, the
+    result must still be the convolution of the original input (activated per band)."""
+    torch.manual_seed(height)
+    conv = Conv3x3(6, 6)
+    x = torch.randn(2, 6, height, 11)
+    expected = F.conv2d(F.silu(x), conv.weight, conv.bias, padding=1)
+    with torch.no_grad():
+        got = conv(x, pre=lambda rows, a, b: F.silu(rows), over_input=True)
+    assert got.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_three_channel_tail_reads_its_wide_input_by_rows(always_banded, monkeypatch) -> None:
+    """A decoder's GroupNorm → SiLU → 3-channel conv is banded because of its input."""
+    from gicl.nn.blocks import group_norm, norm_silu_conv
+
+    torch.manual_seed(0)
+    norm, conv = group_norm(64).eval(), Conv3x3(64, 3)
+    torch.nn.init.normal_(norm.weight, 1.0, 0.3)
+    torch.nn.init.normal_(norm.bias, std=0.3)
+    x = torch.randn(1, 64, 29, 12) * 2 + 1
+    expected = F.conv2d(F.silu(norm(x)), conv.weight, conv.bias, padding=1).detach()
+    # above the threshold by its input only: it runs in bands (a recording pre proves it)
+    monkeypatch.setattr(banded, "MIN_BANDED_BYTES", 64 * 29 * 12 * 4 - 1)
+    seen = []
+    real = banded.norm_silu
+
+    def recording(*args, **kwargs):
+        band = real(*args, **kwargs)
+        return lambda rows, a, b: (seen.append((a, b)), band(rows, a, b))[1]
+
+    monkeypatch.setattr("gicl.nn.blocks.norm_silu", recording)
+    with torch.no_grad():
+        got = norm_silu_conv(norm, conv, x)
+    assert len(seen) > 1
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("height", [2, 3, 16, 17, 18, 37])
+def test_banded_downsample_equals_the_padded_stride_2_conv(always_banded, height) -> None:
+    torch.manual_seed(height)
+    conv = torch.nn.Conv2d(6, 6, 3, stride=2)
+    x = torch.randn(2, 6, height, 13)
+    expected = conv(F.pad(x, (0, 1, 0, 1)))
+    with torch.no_grad():
+        got = banded.downsample_conv(conv, x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -66,7 +117,7 @@ def test_a_codec_with_every_conv_banded_decodes_what_it_decoded_before(monkeypat
     x = torch.rand(1, 3, 48, 80, generator=torch.Generator().manual_seed(1))
     enc = codec.compress(x)
     expected = codec.decompress(enc)
-    monkeypatch.setattr(banded, "MIN_OUTPUT_BYTES", 0)
+    monkeypatch.setattr(banded, "MIN_BANDED_BYTES", 0)
     monkeypatch.setattr(banded, "BAND_BYTES", 1)
     again = codec.compress(x)
     assert again.sections == enc.sections

@@ -93,7 +93,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gicl.codecs import build_codec
+    from gicl.codecs import build_inference_codec
     from gicl.evaluation.codec_io import resolve_device
     from gicl.machine import describe_machine
 
@@ -102,7 +102,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     for peer in peers:
         check_peer(peer)
-    codec = build_codec(config["codec"]).for_inference().eval().to(device)
+    codec = build_inference_codec(config["codec"]).eval().to(device)
     codec.update()  # the tables a model file carries (CompressAI bottlenecks need them to code)
     x = load_input(args.image, h, w).to(device)
 

@@ -53,13 +53,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement (runs inside the fresh process)."""
     import torch
 
-    from gicl.codecs import build_codec
+    from gicl.codecs import build_inference_codec
     from gicl.machine import describe_machine
     from gicl.nn.blocks import set_attention_window
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    codec = build_codec(spec["codec"]).for_inference().eval()
+    codec = build_inference_codec(spec["codec"]).eval()
     codec.update()  # the tables a model file carries (learned entropy models need them to code)
     if spec["window"] is not None:
         set_attention_window(codec, spec["window"])

@@ -5,7 +5,7 @@ Built-in codecs are registered by name in `gicl.registry` (`CODECS`) and decorat
 """
 
 from gicl.codecs import controlgic, glc, progic, vqgan  # noqa: F401  (registers)
-from gicl.codecs.base import Codec, CodecOutput, EncodedImage, build_codec
+from gicl.codecs.base import Codec, CodecOutput, EncodedImage, build_codec, build_inference_codec
 from gicl.registry import CODECS
 
-__all__ = ["CODECS", "Codec", "CodecOutput", "EncodedImage", "build_codec"]
+__all__ = ["CODECS", "Codec", "CodecOutput", "EncodedImage", "build_codec", "build_inference_codec"]

@@ -206,9 +206,16 @@ class Codec(nn.Module):
 
     def for_inference(self) -> Codec:
         """This codec as a shipped model file holds it: without the parts only training
-        uses (GLC's code predictors and VQ-VAE codebook). `gicl export` and the benchmarks
-        use it; stage hand-over files (`final.pt`) keep everything. Default: itself."""
+        uses (GLC's code predictors and VQ-VAE codebook). `gicl export` uses it; stage
+        hand-over files (`final.pt`) keep everything. Default: itself."""
         return self
+
+    @classmethod
+    def inference_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The recipe config of `for_inference`'s codec (GLC: `training_parts: false`), so
+        that the benchmarks build what a model file rebuilds, without first allocating (and
+        leaving in the heap) the training-only parts. Default: the config itself."""
+        return config
 
     def update(self) -> None:
         """Build what coding needs from the current weights (e.g. CDF tables of a learned
@@ -233,6 +240,12 @@ def build_codec(config: dict[str, Any], where: str = "codec") -> Codec:
     codec = cls(**config)
     codec.config = {"name": name, **config}
     return codec
+
+
+def build_inference_codec(config: dict[str, Any]) -> Codec:
+    """A codec as a shipped model file rebuilds it (random weights): what the benchmarks
+    time and measure."""
+    return build_codec(CODECS.load(config.get("name"), "codec.name").inference_config(config))
 
 
 def validate_codec_config(config: Any, source: str) -> None:

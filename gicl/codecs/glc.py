@@ -90,6 +90,7 @@ from gicl.nn.glc_blocks import (
     ResidualBlockUpsample,
     VQAutoEncoder,
 )
+from gicl.nn.heap import release_free_heap
 from gicl.nn.vq import VectorQuantizer
 
 QUALITIES = 4
@@ -318,9 +319,13 @@ class GLC(Codec):
             return self
         if not self.config:
             raise ValueError("build the codec with gicl.codecs.build_codec to export it")
-        codec = build_codec({**self.config, "training_parts": False})
+        codec = build_codec(self.inference_config(self.config))
         codec.load_state_dict(import_official_state_dict(self.state_dict(), training_parts=False))
         return codec.to(self.device_of()).train(self.training)
+
+    @classmethod
+    def inference_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return {**config, "training_parts": False}
 
     # ---------------------------------------------------------------- quality
     def quality_of(self, point: dict[str, Any] | None) -> float:
@@ -471,6 +476,7 @@ class GLC(Codec):
         if self.training:
             raise ValueError("compress needs eval mode (float64 entropy parameters)")
         q = self.quality_of(point)
+        release_free_heap()  # what earlier images left in the heap, before full-size maps
         _, y, z = self.analyse(x, q)
         z_idx = self.z_vq.indices(z)
         params = self.hyper_prior(self.z_vq.embed(z_idx).to(z.dtype))
@@ -515,6 +521,8 @@ class GLC(Codec):
             return q_k
 
         y_hat = self.four_part_prior(params, decode)[0]
+        del params
+        release_free_heap()  # the float64 prior's freed blocks, before full-resolution maps
         return self.synthesise(y_hat, q, (h, w))[1]
 
     def coded_bits(self, out: CodecOutput) -> float:

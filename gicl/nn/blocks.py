@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gicl.nn.banded import BandActivation, Conv3x3, add_conv1x1, norm_silu
+from gicl.nn.banded import BandActivation, Conv3x3, add_conv1x1, downsample_conv, norm_silu
 
 
 class GroupNorm(nn.GroupNorm):
@@ -108,6 +108,25 @@ def fused_activations(conv: Conv3x3, x: Tensor) -> bool:
             and not torch.is_autocast_enabled(x.device.type))
 
 
+def norm_silu_conv(norm: nn.Module, conv: Conv3x3, x: Tensor, zq: Tensor | None = None,
+                   dropout: nn.Module | None = None, over_input: bool = False) -> Tensor:
+    """conv(dropout(SiLU(norm(x)))), the unit every taming-style block and network tail is
+    built of; `norm` is a `Norm` (zq: SpatialNorm's latent) or a plain GroupNorm.
+
+    Large float32 maps at inference run band by band (`gicl.nn.banded`): the normalised map
+    never exists whole, and a 3-channel output convolution reads its 128-channel input in
+    bands too; `over_input` (x is the caller's own, fresh map) then writes the result over
+    x. Elsewhere (training, small maps, autocast) the plain modules, the SiLU in place over
+    the norm's fresh output when nothing records a graph."""
+    if fused_activations(conv, x) and not (dropout is not None and dropout.training):
+        pre = norm.banded(x, zq) if isinstance(norm, Norm) else norm_silu(norm, x)
+        if pre is not None:
+            return conv(x, pre=pre, over_input=over_input)
+    h = F.silu(norm(x, zq) if isinstance(norm, Norm) else norm(x), inplace=inference())
+    del x  # an x passed straight from the previous conv is freed before this conv allocates
+    return conv(h if dropout is None else dropout(h))
+
+
 class ResnetBlock(nn.Module):
     def __init__(
         self, in_channels: int, out_channels: int | None = None, *, dropout: float = 0.0,
@@ -125,16 +144,10 @@ class ResnetBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
-        if (not self.training and fused_activations(self.conv1, x)  # (dropout: identity)
-                and (pre := self.norm1.banded(x, zq)) is not None):
-            h = self.conv1(x, pre=pre)
-            h = self.conv2(h, pre=self.norm2.banded(h, zq))
-            return add_conv1x1(h, self.nin_shortcut, x)
-        inplace = inference()  # the norms' outputs are fresh tensors: reuse them
-        h = self.conv1(F.silu(self.norm1(x, zq), inplace=inplace))
-        h = self.norm2(h, zq)  # one name: conv1's output is freed before conv2 allocates
-        h = self.conv2(self.dropout(F.silu(h, inplace=inplace)))
-        return add_conv1x1(h, self.nin_shortcut, x) if inplace else self.nin_shortcut(x) + h
+        # conv1's output is passed on directly (no name holds it): conv2 writes over it
+        h = norm_silu_conv(self.norm2, self.conv2, norm_silu_conv(self.norm1, self.conv1, x, zq),
+                           zq, self.dropout, over_input=True)
+        return add_conv1x1(h, self.nin_shortcut, x) if inference() else self.nin_shortcut(x) + h
 
 
 class AttnBlock(nn.Module):
@@ -241,14 +254,15 @@ def set_attention_window(module: nn.Module, window: int) -> None:
 
 
 class Downsample(nn.Module):
-    """Stride-2 3×3 conv with taming's asymmetric (0, 1, 0, 1) padding."""
+    """Stride-2 3×3 conv with taming's asymmetric (0, 1, 0, 1) padding (by bands of rows
+    on large maps at inference: `gicl.nn.banded.downsample_conv`)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
+        return downsample_conv(self.conv, x)
 
 
 class Upsample(nn.Module):
@@ -351,7 +365,7 @@ class Encoder(nn.Module):
         h = self.forward_levels(x)[-1]
         if self.mid is not None:
             h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return norm_silu_conv(self.norm_out, self.conv_out, h)
 
 
 class Decoder(nn.Module):
@@ -389,7 +403,7 @@ class Decoder(nn.Module):
             h = level(h, zq)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h, zq)))
+        return norm_silu_conv(self.norm_out, self.conv_out, h, zq)
 
 
 def init_weights_normal(module: nn.Module, std: float = 0.02) -> None:

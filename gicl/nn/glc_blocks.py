@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gicl.nn.banded import Conv3x3, add_conv1x1, norm_silu
-from gicl.nn.blocks import Downsample, Upsample, attend, fused_activations, group_norm, inference
+from gicl.nn.banded import Conv3x3, add_conv1x1
+from gicl.nn.blocks import Downsample, Upsample, attend, group_norm, inference, norm_silu_conv
 from gicl.nn.vq import VectorQuantizer
 
 # -------------------------------------------------------------------------------- DCVC-DC
@@ -150,15 +150,12 @@ class ResBlock(nn.Module):
         self.conv_out = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if fused_activations(self.conv1, x):  # large maps at inference: by rows (gicl.nn.banded)
-            h = self.conv1(x, pre=norm_silu(self.norm1, x))
-            h = self.conv2(h, pre=norm_silu(self.norm2, h))
+        # conv1's output is passed on directly (no name holds it): conv2 writes over it
+        h = norm_silu_conv(self.norm2, self.conv2, norm_silu_conv(self.norm1, self.conv1, x),
+                           over_input=True)
+        if inference():  # h is fresh: the shortcut is added into it (by rows on large maps)
             return add_conv1x1(h, self.conv_out or nn.Identity(), x)
-        inplace = inference()  # the norms' outputs are fresh tensors: reuse them
-        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
-        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
-        shortcut = x if self.conv_out is None else self.conv_out(x)
-        return h.add_(shortcut) if inplace else h + shortcut
+        return h + (x if self.conv_out is None else self.conv_out(x))
 
 
 class AttnBlock(nn.Module):
@@ -194,6 +191,15 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(out)
 
 
+def _run(blocks: nn.ModuleList, x: Tensor) -> Tensor:
+    """The official flat block list; its tail (GroupNorm, SiLU, 3×3 conv) as one unit, so a
+    full-resolution tail runs band by band (`norm_silu_conv`)."""
+    for block in blocks[:-3]:
+        x = block(x)
+    norm, _, conv = blocks[-3:]
+    return norm_silu_conv(norm, conv, x)
+
+
 def _levels(nf: int, ch_mult: list[int]) -> list[tuple[int, int]]:
     return [(nf * m_in, nf * m) for m_in, m in zip([1, *ch_mult[:-1]], ch_mult, strict=True)]
 
@@ -224,9 +230,7 @@ class VQGANEncoder(nn.Module):
         self.quant_conv = nn.Conv2d(emb_dim, emb_dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return self.quant_conv(x)
+        return self.quant_conv(_run(self.blocks, x))
 
 
 class VQGANGenerator(nn.Module):
@@ -255,10 +259,7 @@ class VQGANGenerator(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.post_quant_conv(x)
-        for block in self.blocks:
-            x = block(x)
-        return x
+        return _run(self.blocks, self.post_quant_conv(x))
 
     def last_layer(self) -> Tensor:
         return self.blocks[-1].weight
