@@ -101,8 +101,10 @@ from gicl.nn.blocks import (
     MidBlock,
     group_norm,
     network_precision,
+    norm_silu_conv,
     set_attention_window,
 )
+from gicl.nn.heap import release_free_heap
 from gicl.nn.vq import VectorQuantizer
 
 PAPER_L = 10.3875
@@ -298,10 +300,11 @@ class ConditionalDecoder(Decoder):
                 branch = fine if branches == "official" else self.mid_fine(self.conv_in_fine(z), zq)
                 h = torch.where(masks.fine, branch, h)
             level = self.up[i]
-            h = level(h, zq)
+            for unit in level.units():  # (not level(h): that would hold h for the whole level)
+                h = unit(h, zq)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h, zq)))
+        return norm_silu_conv(self.norm_out, self.conv_out, h, zq)
 
 
 @register_codec
@@ -516,6 +519,7 @@ class ControlGIC(Codec):
         """Rate: bits per image of each index section (Huffman code lengths or range-coder
         information of the coded tokens, before byte padding) and of the raw masks."""
         ratios = self._ratios(point)
+        release_free_heap()  # what earlier images left in the heap, before full-size maps
         latents, (e8, e16) = self._analyse(x)
         masks = self._route(e8, e16, ratios)
         m = masks.as_dict()
@@ -561,6 +565,7 @@ class ControlGIC(Codec):
         if x.shape[0] != 1:
             raise ValueError("compress takes one image (1, 3, H, W)")
         ratios = self._ratios(point)
+        release_free_heap()  # what earlier images left in the heap, before full-size maps
         latents, (e8, e16) = self._analyse(x)
         masks = self._route(e8, e16, ratios)
         streams = self._streams(self._indices(latents), masks)
@@ -603,6 +608,7 @@ class ControlGIC(Codec):
             idx[mask] = symbols
             zq[name] = self.quantizer.embed(idx[None].to(device))
         masks = Masks(**{k: v.to(device) for k, v in m.items()})
+        release_free_heap()  # (see compress)
         return self._decode(self._hybrid(zq, masks), masks, (h, w))
 
     # ---------------------------------------------------------------- rate control

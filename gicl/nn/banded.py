@@ -143,9 +143,12 @@ def norm_silu(norm: nn.GroupNorm, x: Tensor, modulation: tuple[Tensor, Tensor] |
     def band(rows: Tensor, a: int, b: int) -> Tensor:
         out = torch.addcmul(shift, rows, scale)
         if modulation is not None:
-            y, m = (v[:, :, a // s : (b - 1) // s + 1].repeat_interleave(s, -2)
-                    [:, :, a % s : a % s + b - a].repeat_interleave(t, -1) for v in modulation)
-            out = torch.addcmul(m, out, y, out=out)
+            # the modulation's rows for the band's rows, then broadcast over each run of t
+            # columns: one band-size pass, no resized copy of y or m
+            index = torch.arange(a, b, device=out.device) // s
+            y, m = (v.index_select(2, index)[..., None] for v in modulation)
+            blocks = out.view(n, c, b - a, w // t, t)
+            torch.addcmul(m, blocks, y, out=blocks)
         return F.silu(out, inplace=True)
 
     return band

@@ -172,26 +172,30 @@ class AttnBlock(nn.Module):
 
     def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
         h = self.norm(x, zq)
-        q, k, v = self.q(h), self.k(h), self.v(h)
-        b, c, hh, ww = q.shape
+        _, _, hh, ww = h.shape
         win = self.window
         if win <= 0 or self.training or (hh <= win and ww <= win):
-            out = attend(q, k, v)
-        else:
-            (rows, tile_r, off_r), (cols, tile_c, off_c) = (
-                _window_tiles(n, win, x.device) for n in (hh, ww)
-            )
-            nh, th = rows.shape
-            nw, tw = cols.shape
+            return x + self.proj_out(attend(self.q(h), self.k(h), self.v(h)))
+        # one row of windows at a time: q, k, v and their tiled copies exist for one strip
+        # (at 1080p a 512-channel H/4 map is 267 MB, and all of them at once were ≈ 3 GB)
+        rows, _, _ = _window_tiles(hh, win, x.device)
+        cols, tile_c, off_c = _window_tiles(ww, win, x.device)
+        b, c = x.shape[:2]
+        nw, tw = cols.shape
+        size = rows.shape[1]
+        out = torch.empty_like(x)
+        done = 0  # rows already output: an overlapping last strip keeps the earlier output
+        for start in rows[:, 0].tolist():
+            strip = h[:, :, start : start + size]
 
-            def tiles(t: Tensor) -> Tensor:  # (b, c, H, W) -> (b·nh·nw, c, th, tw)
-                t = t[:, :, rows[:, :, None, None], cols[None, None]]
-                return t.permute(0, 2, 4, 1, 3, 5).reshape(b * nh * nw, c, th, tw)
+            def tiles(t: Tensor) -> Tensor:  # (b, c, size, W) -> (b·nw, c, size, tw)
+                return t[:, :, :, cols].permute(0, 3, 1, 2, 4).reshape(b * nw, c, size, tw)
 
-            out = attend(tiles(q), tiles(k), tiles(v))
-            out = out.reshape(b, nh, nw, c, th, tw).permute(0, 3, 1, 4, 2, 5)
-            out = out[:, :, tile_r[:, None], off_r[:, None], tile_c[None], off_c[None]]
-        return x + self.proj_out(out)
+            o = attend(tiles(self.q(strip)), tiles(self.k(strip)), tiles(self.v(strip)))
+            o = o.reshape(b, nw, c, size, tw).permute(0, 2, 3, 1, 4)[:, :, done - start :, tile_c, off_c]
+            out[:, :, done : start + size] = x[:, :, done : start + size] + self.proj_out(o)
+            done = start + size
+        return out
 
 
 def _window_tiles(n: int, win: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -308,11 +312,19 @@ class Level(nn.Module):
             if attention:
                 self.attn.append(AttnBlock(out_channels, zq_channels=zq_channels))
 
-    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+    def units(self) -> list[nn.Module]:
+        """Its res blocks, each followed by its attention, in order. A network that runs
+        them itself (`h = unit(h, zq)`) holds the level's input only until the first block
+        returns, where `h = level(h, zq)` would hold it for the whole level (a full-resolution
+        map: 2 GB at 1080p)."""
+        units: list[nn.Module] = []
         for i, block in enumerate(self.block):
-            x = block(x, zq)
-            if self.attn:
-                x = self.attn[i](x, zq)
+            units += [block, self.attn[i]] if self.attn else [block]
+        return units
+
+    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+        for unit in self.units():
+            x = unit(x, zq)
         return x
 
 
@@ -354,7 +366,8 @@ class Encoder(nn.Module):
         h = self.conv_in(x)
         outs = []
         for i, level in enumerate(self.down):
-            h = level(h)
+            for unit in level.units():
+                h = unit(h)
             if i >= len(self.down) - last:
                 outs.append(h)
             if hasattr(level, "downsample"):
@@ -400,7 +413,8 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
         h = self.mid(self.conv_in(z), zq)
         for level in reversed(self.up):
-            h = level(h, zq)
+            for unit in level.units():
+                h = unit(h, zq)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return norm_silu_conv(self.norm_out, self.conv_out, h, zq)
