@@ -144,3 +144,28 @@ def test_norm_silu_conv_by_rows_equals_the_whole_map_blocks(always_banded, block
     with torch.no_grad():
         got = module(*args)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("network", ["encoder", "decoder"])
+def test_a_level_input_is_released_once_its_first_block_returns(network) -> None:
+    """The networks run a level's blocks themselves: the level's input (at full resolution
+    the largest map of the network) must not stay referenced while the later blocks run."""
+    import weakref
+
+    from gicl.nn.blocks import Decoder, Encoder
+
+    torch.manual_seed(0)
+    common = dict(ch=32, ch_mult=[1, 2], num_res_blocks=2, attn_resolutions=[], resolution=16,
+                  z_channels=4)
+    net = (Encoder(**common) if network == "encoder" else Decoder(**common)).eval()
+    levels = net.down if network == "encoder" else net.up
+    seen: dict[str, object] = {}
+    for level in levels:
+        first, second = level.block[0], level.block[1]
+        first.register_forward_pre_hook(lambda m, args: seen.__setitem__("input", weakref.ref(args[0])))
+        second.register_forward_pre_hook(
+            lambda m, args: seen.setdefault("alive", []).append(seen["input"]() is not None))
+    x = torch.randn(1, 3, 16, 16) if network == "encoder" else torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        net(x)
+    assert seen["alive"] == [False] * len(levels)
