@@ -6,7 +6,8 @@ keeps freed pages there. GLC's float64 entropy-parameter path at H/16 allocates 
 such 5–30 MB tensors, and fragmentation left ≈ 450 MB of free pages in the heap at
 768×512 — resident while the VQ-VAE generator then allocates its full-resolution maps from
 fresh mappings (measured: generator starts at 1 473 MB instead of ≈ 1 000 MB). `malloc_trim`
-hands those pages back; on other C libraries (no `malloc_trim`) this is a no-op.
+hands those pages back; on other C libraries (no `malloc_trim`) this is a no-op. GLC and
+Control-GIC call it before their encoder and their decoder networks.
 """
 
 from __future__ import annotations
