@@ -178,14 +178,13 @@ class AttnBlock(nn.Module):
             return x + self.proj_out(attend(self.q(h), self.k(h), self.v(h)))
         # one row of windows at a time: q, k, v and their tiled copies exist for one strip
         # (at 1080p a 512-channel H/4 map is 267 MB, and all of them at once were ≈ 3 GB)
-        rows, _, _ = _window_tiles(hh, win, x.device)
         cols, tile_c, off_c = _window_tiles(ww, win, x.device)
         b, c = x.shape[:2]
         nw, tw = cols.shape
-        size = rows.shape[1]
+        size = min(hh, win)
         out = torch.empty_like(x)
         done = 0  # rows already output: an overlapping last strip keeps the earlier output
-        for start in rows[:, 0].tolist():
+        for start in _window_starts(hh, win):
             strip = h[:, :, start : start + size]
 
             def tiles(t: Tensor) -> Tensor:  # (b, c, size, W) -> (b·nw, c, size, tw)
@@ -198,14 +197,21 @@ class AttnBlock(nn.Module):
         return out
 
 
-def _window_tiles(n: int, win: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Tiles of one side of length n: positions per tile (tiles, size), and for every position
-    the tile that outputs it and its offset there. Starts are 0, win, 2·win, … with the last
-    one moved back to n − win, so tiles never leave the image."""
+def _window_starts(n: int, win: int) -> list[int]:
+    """Tile starts on one side of length n: 0, win, 2·win, … with the last one moved back to
+    n − win, so tiles never leave the image (plain ints: the meta device has no values)."""
     size = min(n, win)
     starts = list(range(0, n - size + 1, size))
     if starts[-1] + size < n:
         starts.append(n - size)
+    return starts
+
+
+def _window_tiles(n: int, win: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Tiles of one side of length n (`_window_starts`): positions per tile (tiles, size), and
+    for every position the tile that outputs it and its offset there."""
+    size = min(n, win)
+    starts = _window_starts(n, win)
     start = torch.tensor(starts, device=device)
     pos = torch.arange(n, device=device)
     tile = (pos // size).clamp_max(len(starts) - 1)
