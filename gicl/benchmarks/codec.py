@@ -102,6 +102,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     for peer in peers:
         check_peer(peer)
+    torch.manual_seed(0)  # random weights, the same in every run: payload figures repeat
     codec = build_inference_codec(config["codec"]).eval().to(device)
     codec.update()  # the tables a model file carries (CompressAI bottlenecks need them to code)
     x = load_input(args.image, h, w).to(device)

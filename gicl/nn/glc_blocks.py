@@ -30,21 +30,23 @@ from gicl.nn.vq import VectorQuantizer
 
 
 def depthwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """A depthwise 3×3 conv; in float64 as a sum of 9 shifted products.
+    """A depthwise 3×3 conv; in float64 as 9 shifted multiply-adds into one buffer.
 
     GLC's entropy-parameter path runs in float64 when coding (see `gicl.codecs.glc`), and
     PyTorch's CPU grouped convolution has no fast float64 kernel (≈ 100× slower than the
-    dense convolutions around it); 9 elementwise products are as exact and fast.
+    dense convolutions around it); 9 in-place `addcmul_` are as exact and fast (3.1 ms for
+    a 512-channel 48×32 map on 2 threads, against 10.2 ms for 9 products and sums each
+    allocating its result).
     """
     if x.dtype != torch.float64:
         return conv(x)
     h, w = x.shape[-2:]
     xp = F.pad(x, (1, 1, 1, 1))
     k = conv.weight[:, 0]
-    out = conv.bias[:, None, None].expand_as(x)
+    out = conv.bias[:, None, None].expand_as(x).clone()
     for i in range(3):
         for j in range(3):
-            out = out + xp[..., i:i + h, j:j + w] * k[:, i, j, None, None]
+            out.addcmul_(xp[..., i:i + h, j:j + w], k[:, i, j, None, None])
     return out
 
 
