@@ -39,6 +39,11 @@ def test_banded_conv_equals_the_one_call_conv(always_banded, upsample, height) -
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def silu_into(rows: torch.Tensor, a: int, b: int, out: torch.Tensor | None) -> torch.Tensor:
+    """A `BandActivation`: SiLU of the rows, into `out` when given."""
+    return F.silu(rows) if out is None else out.copy_(F.silu(rows))
+
+
 @pytest.mark.parametrize("height", [1, 7, 8, 9, 17, 37])
 def test_banded_conv_written_over_its_input_equals_the_one_call_conv(always_banded, height) -> None:
     """Each band's last input row is the next band's halo: written over its input, the
@@ -48,7 +53,7 @@ def test_banded_conv_written_over_its_input_equals_the_one_call_conv(always_band
     x = torch.randn(2, 6, height, 11)
     expected = F.conv2d(F.silu(x), conv.weight, conv.bias, padding=1)
     with torch.no_grad():
-        got = conv(x, pre=lambda rows, a, b: F.silu(rows), over_input=True)
+        got = conv(x, pre=silu_into, over_input=True)
     assert got.data_ptr() == x.data_ptr()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
@@ -70,12 +75,14 @@ def test_a_three_channel_tail_reads_its_wide_input_by_rows(always_banded, monkey
 
     def recording(*args, **kwargs):
         band = real(*args, **kwargs)
-        return lambda rows, a, b: (seen.append((a, b)), band(rows, a, b))[1]
+        return lambda rows, a, b, out: (seen.append((a, b)), band(rows, a, b, out))[1]
 
     monkeypatch.setattr("gicl.nn.blocks.norm_silu", recording)
     with torch.no_grad():
         got = norm_silu_conv(norm, conv, x)
     assert len(seen) > 1
+    # every input row is activated once: the halo rows are carried to the next band
+    assert [r for a, b in seen for r in range(a, b)] == list(range(x.shape[-2]))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 

@@ -75,8 +75,9 @@ def downsample_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
 
 
 # An activation applied to rows [a, b) of a map before a convolution reads them (a norm
-# with statistics of the whole map, then SiLU): (rows, a, b) -> activated rows.
-BandActivation = Callable[[Tensor, int, int], Tensor]
+# with statistics of the whole map, then SiLU): (rows, a, b, out) -> activated rows, written
+# into `out` (a (N, C, b − a, W) view) when given, else into a new tensor.
+BandActivation = Callable[[Tensor, int, int, Tensor | None], Tensor]
 
 
 class Conv3x3(nn.Conv2d):
@@ -114,7 +115,7 @@ class Conv3x3(nn.Conv2d):
         scale = 2 if upsample else 1
         if not self.bands(x, scale):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest") if upsample else x
-            return super().forward(x if pre is None else pre(x, 0, x.shape[-2]))
+            return super().forward(x if pre is None else pre(x, 0, x.shape[-2], None))
         rows = _band_rows(self._widest, x.shape[-1] * scale, x.element_size())
         if upsample:
             return _banded_upsample(self, x, max(1, rows // 2))
@@ -140,8 +141,8 @@ def norm_silu(norm: nn.GroupNorm, x: Tensor, modulation: tuple[Tensor, Tensor] |
     if modulation is not None:
         s, t = h // modulation[0].shape[-2], w // modulation[0].shape[-1]
 
-    def band(rows: Tensor, a: int, b: int) -> Tensor:
-        out = torch.addcmul(shift, rows, scale)
+    def band(rows: Tensor, a: int, b: int, out: Tensor | None) -> Tensor:
+        out = torch.addcmul(shift, rows, scale, out=out)
         if modulation is not None:
             # the modulation's rows for the band's rows, then broadcast over each run of t
             # columns: one band-size pass, no resized copy of y or m
@@ -184,17 +185,33 @@ def _banded(conv: Conv3x3, x: Tensor, rows: int, pre: BandActivation | None,
     """conv(pre(x)) band by band: output rows [r0, r1) need input rows [r0 − 1, r1 + 1),
     zero rows beyond the image as padding=1 would add.
 
+    With `pre`, the activated band lives in one buffer of rows + 2 rows: its last two rows
+    are the next band's first two (moved up), so each input row is activated once, not
+    (rows + 2)/rows times, and the zero padding rows are written in place.
+
     `out` is x itself for a convolution written over its input: the next band still reads
     the last input row of this one, so each band's last output row is written only after
     the next band is computed."""
-    n, _, height, w = x.shape
+    n, c, height, w = x.shape
     pending: Tensor | None = None  # (over the input) the previous band's last output row
+    buffer = None if pre is None else x.new_empty(n, c, rows + 2, w)  # row i ↔ input row r0 − 1 + i
     for r0 in range(0, height, rows):
         r1 = min(r0 + rows, height)
-        a, b = max(r0 - 1, 0), min(r1 + 1, height)
-        band = x[:, :, a:b] if pre is None else pre(x[:, :, a:b], a, b)
-        if r0 == 0 or r1 == height:  # the image's first or last rows: zero padding
-            band = F.pad(band, (0, 0, int(r0 == 0), int(r1 == height)))
+        if pre is None or buffer is None:
+            band = x[:, :, max(r0 - 1, 0) : r1 + 1]
+            if r0 == 0 or r1 == height:  # the image's first or last rows: zero padding
+                band = F.pad(band, (0, 0, int(r0 == 0), int(r1 == height)))
+        else:
+            if r0 == 0:
+                buffer[:, :, 0].zero_()
+            else:  # rows r0 − 1, r0: activated as the previous band's last two
+                buffer[:, :, :2] = buffer[:, :, rows : rows + 2]
+            done = 1 if r0 == 0 else 2  # buffer rows already holding activated input rows
+            a, b = r0 - 1 + done, min(r1 + 1, height)
+            pre(x[:, :, a:b], a, b, buffer[:, :, done : done + b - a])
+            if r1 == height:
+                buffer[:, :, r1 - r0 + 1].zero_()
+            band = buffer[:, :, : r1 - r0 + 2]
         y = F.conv2d(band, conv.weight, conv.bias, padding=(0, 1))
         if out is None:  # the first band's dtype: autocast may have chosen bf16
             out = y.new_empty(n, conv.out_channels, height, w)
