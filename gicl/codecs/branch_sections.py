@@ -83,8 +83,9 @@ class BranchSectionsCodec(HyperpriorCodec):
     def compress_with_report(
         self, x: Tensor, point: dict[str, Any] | None = None
     ) -> tuple[EncodedImage, dict[str, float]]:
-        """The encoded image and, per branch, −log₂ of the integer tables its index section
-        was coded with (bits): what the payload should be, to a word or two."""
+        """The encoded image and −log₂ of the integer tables each section was coded with
+        (bits, keyed as `forward().rate`: `<branch>`, `hyper_<branch>`): what each payload
+        should be, to a word or two."""
         if x.shape[0] != 1:
             raise ValueError("compress takes one image (1, 3, H, W)")
         (inputs, indices), header_point = self.encode_branches(x, point)
@@ -95,7 +96,14 @@ class BranchSectionsCodec(HyperpriorCodec):
         sections = [FRAME.pack(*shape, len(h)) + h + i for h, i in zip(hyper, ind, strict=True)]
         encoded = EncodedImage(sections=sections, checksums=streams.checksums[1::2],
                                point=header_point, size=size)
-        return encoded, streams.index_bits
+        return encoded, streams.table_bits
+
+    def stream_bits(self, encoded: EncodedImage) -> dict[str, int]:
+        out = {}
+        for name, section in zip(self.codebooks(len(encoded.sections)), encoded.sections, strict=True):
+            hyper = FRAME.unpack_from(section)[2]
+            out[f"hyper_{name}"], out[name] = 8 * hyper, 8 * (len(section) - FRAME.size - hyper)
+        return out
 
     @torch.no_grad()
     def decompress(self, encoded: EncodedImage) -> Tensor:

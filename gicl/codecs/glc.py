@@ -81,6 +81,7 @@ from gicl.codecs.base import (
     verify_symbols,
 )
 from gicl.entropy import MAX_RANS_SYMBOL, fixed
+from gicl.entropy.rans_bits import rans_table_bits
 from gicl.errors import BitstreamError, RecipeError, UserError
 from gicl.nn.blocks import INFERENCE_DTYPES, network_precision
 from gicl.nn.glc_blocks import (
@@ -96,8 +97,6 @@ from gicl.nn.vq import VectorQuantizer
 QUALITIES = 4
 PARTS = 4
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64  # CompressAI's default scale table
-CDF_PRECISION = 16  # CompressAI's rANS precision
-BYPASS_BITS = 4  # CompressAI's escape-code chunk
 TRAINING_ONLY = ("vqgan_codebook", "code_predictors")
 
 
@@ -178,26 +177,10 @@ def table_indexes(scales: Tensor) -> Tensor:
 
 
 def table_bits(symbols: np.ndarray, indexes: np.ndarray) -> float:
-    """−log₂ of CompressAI's integer tables for these symbols, escape bits included: the
+    """−log₂ of CompressAI's Gaussian tables for these symbols, escape bits included: the
     ideal length of what `RansEncoder.encode_with_indexes` writes."""
     _, cdfs, lengths, offsets = gaussian_tables()
-    cdf = np.zeros((len(cdfs), max(lengths)), dtype=np.int64)
-    for i, row in enumerate(cdfs):
-        cdf[i, : len(row)] = row
-    lengths_a, offsets_a = np.asarray(lengths), np.asarray(offsets)
-    value = symbols.astype(np.int64) - offsets_a[indexes]
-    max_value = lengths_a[indexes] - 2
-    raw = np.where(value < 0, -2 * value - 1, 2 * (value - max_value))
-    escaped = (value < 0) | (value >= max_value)
-    value = np.where(escaped, max_value, value)
-    freq = cdf[indexes, value + 1] - cdf[indexes, value]
-    bits = float(np.sum(CDF_PRECISION - np.log2(freq)))
-    raw = raw[escaped]
-    n_bypass = np.zeros_like(raw)
-    while (rest := raw >> (BYPASS_BITS * n_bypass)).any():
-        n_bypass += rest != 0
-    bypass_max = (1 << BYPASS_BITS) - 1
-    return bits + float(np.sum(BYPASS_BITS * (n_bypass // bypass_max + 1 + n_bypass)))
+    return rans_table_bits(symbols, indexes, cdfs, lengths, offsets)
 
 
 def gaussian_bits(y_q: Tensor, scales: Tensor) -> Tensor:

@@ -90,8 +90,9 @@ class HVQCGIC(HyperpriorCodec):
     def compress_with_report(
         self, x: Tensor, point: dict[str, Any] | None = None
     ) -> tuple[EncodedImage, dict[str, float]]:
-        """The encoded image and, per branch, −log₂ of the integer tables its index section
-        was coded with (bits): what the payload should be, to a word or two."""
+        """The encoded image and −log₂ of the integer tables each section was coded with
+        (bits, keyed as `forward().rate`: `<branch>`, `hyper_<branch>`): what each payload
+        should be, to a word or two."""
         if x.shape[0] != 1:
             raise ValueError("compress takes one image (1, 3, H, W)")
         b = self.backbone
@@ -109,7 +110,13 @@ class HVQCGIC(HyperpriorCodec):
             checksums=[symbols_checksum(mask_bits), *streams.checksums],
             point={"ratios": list(ratios)}, size=(int(x.shape[-2]), int(x.shape[-1])),
         )
-        return encoded, streams.index_bits
+        return encoded, streams.table_bits
+
+    def stream_bits(self, encoded: EncodedImage) -> dict[str, int]:
+        out = {}
+        for i, g in enumerate(SECTION_ORDER):  # sections [masks, hyper_coarse, coarse, ...]
+            out[f"hyper_{g}"], out[g] = 8 * len(encoded.sections[1 + 2 * i]), 8 * len(encoded.sections[2 + 2 * i])
+        return out
 
     @torch.no_grad()
     def decompress(self, encoded: EncodedImage) -> Tensor:

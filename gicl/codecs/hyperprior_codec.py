@@ -66,6 +66,11 @@ class HyperpriorCodec(Codec):
     def compress(self, x: Tensor, point: dict[str, Any] | None = None) -> EncodedImage:
         return self.compress_with_report(x, point)[0]
 
+    def stream_bits(self, encoded: EncodedImage) -> dict[str, int]:
+        """Payload bits of each entropy-coded stream of an encoded image, keyed as
+        `forward().rate` (`<branch>`, `hyper_<branch>`; framing and masks left out)."""
+        raise NotImplementedError
+
     def static_baseline(self) -> Codec:
         """The coding HyperVQ replaces: the backbone with its static code (the
         `static_baseline` callback compares file rates with it at every validation)."""

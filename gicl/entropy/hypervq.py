@@ -62,6 +62,7 @@ from torch import Tensor, nn
 from gicl.codecs.base import symbols_checksum, verify_symbols
 from gicl.entropy import MAX_RANS_SYMBOL
 from gicl.entropy.anchor_coding import MU_CLAMP_UNITS, SnapGrid, decode_indices, encode_indices
+from gicl.entropy.rans_bits import rans_table_bits
 from gicl.errors import BitstreamError
 
 HYPER_CHANNELS = 72
@@ -197,11 +198,25 @@ class HyperVQOutput:
 @dataclass
 class HyperVQStreams:
     """One image's HyperVQ sections: [hyper, indices] per branch in call order, one checksum
-    per section, and −log₂ of the integer tables used for each index section (bits)."""
+    per section, and −log₂ of the integer tables each section was coded with (bits), keyed as
+    the model's rates: `<branch>` (indices, R_ind) and `hyper_<branch>` (hyper-latents, R_z)."""
 
     sections: list[bytes]
     checksums: list[int]
-    index_bits: dict[str, float]
+    table_bits: dict[str, float]
+
+
+def bottleneck_table_bits(bottleneck: EntropyBottleneck, y: Tensor) -> float:
+    """−log₂ of the integer CDF tables `bottleneck.compress(y)` codes y's symbols with (its
+    rANS string's ideal length; `gicl.entropy.rans_bits`)."""
+    medians = bottleneck._get_medians().detach().reshape(1, -1, *[1] * (y.dim() - 2))
+    symbols = bottleneck.quantize(y, "symbols", medians.expand_as(y))
+    indexes = bottleneck._build_indexes(y.size())
+    return rans_table_bits(
+        symbols.reshape(-1).cpu().numpy(), indexes.reshape(-1).cpu().numpy(),
+        bottleneck._quantized_cdf.tolist(), bottleneck._cdf_length.reshape(-1).tolist(),
+        bottleneck._offset.reshape(-1).tolist(),
+    )
 
 
 def branch_mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> Tensor:
@@ -323,7 +338,7 @@ class HyperVQ(nn.Module):
             if not bool(mask.any()):  # nothing to code in this branch: two empty sections
                 streams.sections += [b"", b""]
                 streams.checksums += [symbols_checksum(NOTHING)] * 2
-                streams.index_bits[name] = 0.0
+                streams.table_bits.update({name: 0.0, f"hyper_{name}": 0.0})
                 continue
             y = block.analyse(z, mask)
             keep = hyper_mask(mask)[0, 0]
@@ -340,7 +355,8 @@ class HyperVQ(nn.Module):
             coded = encode_indices(symbols, mu_idx, sigma_idx, codebook, grid)
             streams.sections += [strings[0], coded.data]
             streams.checksums += [_float_checksum(y_hat), symbols_checksum(symbols)]
-            streams.index_bits[name] = coded.information_bits
+            streams.table_bits.update({name: coded.information_bits,
+                                       f"hyper_{name}": bottleneck_table_bits(block.bottleneck, column)})
         return streams
 
     @torch.no_grad()
