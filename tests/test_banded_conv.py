@@ -53,7 +53,7 @@ def test_banded_conv_written_over_its_input_equals_the_one_call_conv(always_band
     x = torch.randn(2, 6, height, 11)
     expected = F.conv2d(F.silu(x), conv.weight, conv.bias, padding=1)
     with torch.no_grad():
-        got = conv(x, pre=silu_into, over_input=True)
+        got = conv(x, pre=silu_into, into=x)
     assert got.data_ptr() == x.data_ptr()
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
@@ -176,3 +176,50 @@ def test_a_level_input_is_released_once_its_first_block_returns(network) -> None
     with torch.no_grad():
         net(x)
     assert seen["alive"] == [False] * len(levels)
+
+
+def test_glc_res_blocks_write_into_the_map_the_block_before_read(always_banded) -> None:
+    """GLC's block loop hands a dead map to the next res block as its first conv's output:
+    the same values as running each block on its own, the caller's input untouched, and
+    (recorded by storage) the second and third res block of a level writing into the maps
+    the first and second read."""
+    from gicl.nn.blocks import norm_silu_conv
+    from gicl.nn.glc_blocks import ResBlock, VQGANGenerator
+
+    torch.manual_seed(0)
+    net = VQGANGenerator(nf=32, emb_dim=8, ch_mult=[1, 1], res_blocks=3, resolution=16,
+                         attn_resolutions=[], patch=8).eval()
+    x = torch.randn(1, 8, 8, 8)
+    reads, writes = [], []
+    for block in net.blocks:
+        if isinstance(block, ResBlock):
+            block.register_forward_pre_hook(lambda m, a: reads.append(a[0].untyped_storage().data_ptr()))
+            block.register_forward_hook(lambda m, a, out: writes.append(out.untyped_storage().data_ptr()))
+    with torch.no_grad():
+        h = net.post_quant_conv(x)
+        before = h.clone()
+        expected = h
+        for block in net.blocks[:-3]:  # one block at a time: nothing handed on
+            expected = block(expected)
+        expected = norm_silu_conv(net.blocks[-3], net.blocks[-1], expected)
+        reads.clear()
+        writes.clear()
+        got = net(x)
+    assert torch.equal(got, expected)
+    assert torch.equal(net.post_quant_conv(x), before)  # (h above is that map: recomputed)
+    # blocks: [conv, res, attn(none here), res, then per level 3 res blocks (+ upsample)]
+    level = [i for i, b in enumerate(b for b in net.blocks if isinstance(b, ResBlock))][-3:]
+    assert writes[level[1]] == reads[level[0]] and writes[level[2]] == reads[level[1]]
+
+
+def test_glc_block_loop_never_writes_into_its_callers_map(always_banded) -> None:
+    from gicl.nn.glc_blocks import ResBlock, _run, group_norm
+
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList([ResBlock(32, 32), ResBlock(32, 32), ResBlock(32, 32),
+                                  group_norm(32), torch.nn.SiLU(), Conv3x3(32, 3)]).eval()
+    x = torch.randn(1, 32, 12, 10)
+    before = x.clone()
+    with torch.no_grad():
+        _run(blocks, x)
+    assert torch.equal(x, before)

@@ -113,10 +113,9 @@ class HVQCGIC(HyperpriorCodec):
         return encoded, streams.table_bits
 
     def stream_bits(self, encoded: EncodedImage) -> dict[str, int]:
-        out = {}
-        for i, g in enumerate(SECTION_ORDER):  # sections [masks, hyper_coarse, coarse, ...]
-            out[f"hyper_{g}"], out[g] = 8 * len(encoded.sections[1 + 2 * i]), 8 * len(encoded.sections[2 + 2 * i])
-        return out
+        sizes = [8 * len(s) for s in encoded.sections[1:]]  # [hyper_coarse, coarse, hyper_medium, ...]
+        return {key: sizes[2 * i + j] for i, g in enumerate(SECTION_ORDER)
+                for j, key in enumerate((f"hyper_{g}", g))}
 
     @torch.no_grad()
     def decompress(self, encoded: EncodedImage) -> Tensor:

@@ -109,19 +109,21 @@ def fused_activations(conv: Conv3x3, x: Tensor) -> bool:
 
 
 def norm_silu_conv(norm: nn.Module, conv: Conv3x3, x: Tensor, zq: Tensor | None = None,
-                   dropout: nn.Module | None = None, over_input: bool = False) -> Tensor:
+                   dropout: nn.Module | None = None, over_input: bool = False,
+                   into: Tensor | None = None) -> Tensor:
     """conv(dropout(SiLU(norm(x)))), the unit every taming-style block and network tail is
     built of; `norm` is a `Norm` (zq: SpatialNorm's latent) or a plain GroupNorm.
 
     Large float32 maps at inference run band by band (`gicl.nn.banded`): the normalised map
     never exists whole, and a 3-channel output convolution reads its 128-channel input in
     bands too; `over_input` (x is the caller's own, fresh map) then writes the result over
-    x. Elsewhere (training, small maps, autocast) the plain modules, the SiLU in place over
-    the norm's fresh output when nothing records a graph."""
+    x, `into` (a dead map of the output's shape) into that. Elsewhere (training, small maps,
+    autocast) the plain modules, the SiLU in place over the norm's fresh output when nothing
+    records a graph."""
     if fused_activations(conv, x) and not (dropout is not None and dropout.training):
         pre = norm.banded(x, zq) if isinstance(norm, Norm) else norm_silu(norm, x)
         if pre is not None:
-            return conv(x, pre=pre, over_input=over_input)
+            return conv(x, pre=pre, into=x if over_input else into)
     h = F.silu(norm(x, zq) if isinstance(norm, Norm) else norm(x), inplace=inference())
     del x  # an x passed straight from the previous conv is freed before this conv allocates
     return conv(h if dropout is None else dropout(h))

@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gicl.nn.banded import Conv3x3, add_conv1x1
-from gicl.nn.blocks import Downsample, Upsample, attend, group_norm, inference, norm_silu_conv
+from gicl.nn.blocks import (
+    Downsample,
+    Upsample,
+    attend,
+    fused_activations,
+    group_norm,
+    inference,
+    norm_silu_conv,
+)
 from gicl.nn.vq import VectorQuantizer
 
 # -------------------------------------------------------------------------------- DCVC-DC
@@ -151,9 +159,13 @@ class ResBlock(nn.Module):
         self.conv2 = Conv3x3(out_ch, out_ch)
         self.conv_out = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, spare: Tensor | None = None) -> Tensor:
+        """spare (inference, `_run`): a dead map of conv1's output shape; conv1 writes into
+        it when it runs in bands, instead of into a new map."""
+        into = spare if spare is not None and fused_activations(self.conv1, x) else None
+        del spare  # unused: freed now, not held through the block
         # conv1's output is passed on directly (no name holds it): conv2 writes over it
-        h = norm_silu_conv(self.norm2, self.conv2, norm_silu_conv(self.norm1, self.conv1, x),
+        h = norm_silu_conv(self.norm2, self.conv2, norm_silu_conv(self.norm1, self.conv1, x, into=into),
                            over_input=True)
         if inference():  # h is fresh: the shortcut is added into it (by rows on large maps)
             return add_conv1x1(h, self.conv_out or nn.Identity(), x)
@@ -195,9 +207,22 @@ class AttnBlock(nn.Module):
 
 def _run(blocks: nn.ModuleList, x: Tensor) -> Tensor:
     """The official flat block list; its tail (GroupNorm, SiLU, 3×3 conv) as one unit, so a
-    full-resolution tail runs band by band (`norm_silu_conv`)."""
-    for block in blocks[:-3]:
-        x = block(x)
+    full-resolution tail runs band by band (`norm_silu_conv`).
+
+    At inference a res block's first conv writes into the map the block before it read
+    (dead by then) when the shapes agree: its pages are mapped already, where a new map
+    costs page faults (a full-resolution level: 2 of its 4 maps reused). Only maps made
+    inside this loop are reused, never x itself (the caller's)."""
+    body = blocks[:-3]
+    spares: list[Tensor] = []  # at most one: the next res block's, held by nothing else
+    for i, block in enumerate(body):
+        y = block(x, spares.pop() if spares else None) if isinstance(block, ResBlock) else block(x)
+        after = body[i + 1] if i + 1 < len(body) else None
+        if (i > 0 and inference() and isinstance(after, ResBlock) and x.dtype == y.dtype
+                and x.shape == (y.shape[0], after.conv1.out_channels, *y.shape[-2:])
+                and x.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()):
+            spares.append(x)
+        x = y
     norm, _, conv = blocks[-3:]
     return norm_silu_conv(norm, conv, x)
 
