@@ -30,9 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Convolutions whose output and input are smaller than this (a 128-channel 256×512 map)
+# Convolutions whose output and input are smaller than this (a 128-channel 128×256 map)
 # run as one call; larger ones in bands of about BAND_BYTES of their wider side each
-# (4 MB: cache-friendlier than 16 MB, measured above; at least 8 rows).
+# (4 MB: cache-friendlier than 16 MB, measured above; at least 8 rows). Not higher: every
+# map above glibc's 32 MB mmap threshold is fresh memory, and a one-call block at 50 MB
+# maps (GLC's 128 channels at H/2) page-faulted 384 MB of oneDNN transients and copies,
+# against 50 MB banded (GLC at 768×512: 3.6 → 1.9 GB of page faults per compress +
+# decompress, measured with getrusage around each block).
 MIN_BANDED_BYTES = 16 * 2**20
 BAND_BYTES = 4 * 2**20
 
