@@ -19,7 +19,7 @@ from gicl.entropy.anchor_coding import (
     frequency_chunks,
     integer_frequencies,
 )
-from gicl.entropy.hypervq import HyperVQ, anchor_logits, index_bits
+from gicl.entropy.hypervq import CODER_FLOOR, HyperVQ, anchor_logits, index_bits
 from gicl.entropy.hypervq_bench import bench_anchor_coding, synthetic_parameters, tail_floor_cost
 from gicl.errors import BitstreamError
 
@@ -88,6 +88,33 @@ def test_integer_tables_are_legal_and_follow_eq3(k: int) -> None:
     # chunking changes nothing: one function of the location's own parameters
     assert torch.equal(torch.cat(list(frequency_chunks(mu_idx, sigma_idx, codebook, grid))), f)
     assert torch.equal(integer_frequencies(mu_idx[7:9], sigma_idx[7:9], codebook, grid), f[7:9])
+
+
+def test_the_coder_floor_makes_eq4_what_the_integer_tables_cost() -> None:
+    """Indices eq. 3 deems nearly impossible cost the tables' 24 bits; eq. 4 with the
+    coder's floor says so, plain eq. 4 says 40 and more."""
+    g = torch.Generator().manual_seed(7)
+    codebook = torch.randn(1024, 4, generator=g)
+    grid = SnapGrid.for_codebook(codebook)
+    mu_idx, sigma_idx = grid.snap(codebook[:256] + 0.01 * torch.randn(256, 4, generator=g),
+                                  torch.full((256,), grid.unit / 64))
+    likely = torch.arange(256)
+    rare = torch.argmax(torch.cdist(codebook[:256], codebook), 1)  # the farthest codeword
+    symbols = torch.where(torch.arange(256) % 4 == 0, rare, likely)
+    tables = encode_indices(symbols, mu_idx, sigma_idx, codebook, grid).information_bits
+    anchors = torch.round(codebook.double() / grid.mu_step) * grid.mu_step
+    sigma_hat = torch.tensor([grid.sigma(int(j)) for j in sigma_idx], dtype=torch.float64)
+    at = (mu_idx.double() * grid.mu_step, sigma_hat, anchors, symbols)
+    floored = float(index_bits(*at, CODER_FLOOR).sum())
+    assert floored == pytest.approx(tables, rel=0.01)
+    assert float(index_bits(*at).sum()) > 1.5 * tables
+    assert float(index_bits(*at, CODER_FLOOR)[symbols == rare].min()) == pytest.approx(PRECISION, abs=0.01)
+    # the gradient stays eq. 4's (D.5), so a model whose indices start below the floor learns
+    mu = at[0].clone().requires_grad_(True)
+    (floored_grad,) = torch.autograd.grad(index_bits(mu, *at[1:], CODER_FLOOR).sum(), mu)
+    (plain_grad,) = torch.autograd.grad(index_bits(mu, *at[1:]).sum(), mu)
+    assert torch.equal(floored_grad, plain_grad)
+    assert bool(plain_grad[symbols == rare].abs().sum(1).gt(0).all())
 
 
 def test_snapping_absorbs_perturbations_smaller_than_the_margin() -> None:

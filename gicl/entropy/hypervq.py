@@ -5,7 +5,10 @@ predicts, per location, an isotropic Gaussian N(μ, σ²I) in R^d, and the codew
 fixed "anchors" whose categorical probabilities follow from their distances,
 
     (3)  p(ind = k) = softmax_k(−‖c_k − μ‖² / 2σ²),
-    (4)  R_ind = Σ_locations −log₂ p(ind_true)   (bits; differentiable in μ and σ).
+    (4)  R_ind = Σ_locations −log₂ p(ind_true)   (bits; differentiable in μ and σ),
+
+with p bounded below by the range coder's least probability 2⁻²⁴ (`index_bits`), so that
+R_ind is what the integer tables cost even for indices eq. 3 deems nearly impossible.
 
 This module is that entropy model, independent of any backbone. One *branch* is one index
 map with its own hyperprior: a Control-GIC granularity (fine H/4, medium H/8, coarse H/16,
@@ -61,7 +64,7 @@ from torch import Tensor, nn
 
 from gicl.codecs.base import symbols_checksum, verify_symbols
 from gicl.entropy import MAX_RANS_SYMBOL
-from gicl.entropy.anchor_coding import MU_CLAMP_UNITS, SnapGrid, decode_indices, encode_indices
+from gicl.entropy.anchor_coding import MU_CLAMP_UNITS, PRECISION, SnapGrid, decode_indices, encode_indices
 from gicl.entropy.rans_bits import rans_table_bits
 from gicl.errors import BitstreamError
 
@@ -69,6 +72,7 @@ HYPER_CHANNELS = 72
 HYPER_STRIDE = 4  # two stride-2 layers
 HYPER_INIT_SCALE = 10.0  # CompressAI's EntropyBottleneck default
 INITIAL_SIGMA_UNITS = 0.25
+CODER_FLOOR = 2.0**-PRECISION  # each symbol's least probability in the index coder's tables
 NOTHING = torch.zeros(0, dtype=torch.int64)  # what an empty branch's sections carry
 
 
@@ -175,9 +179,22 @@ def clamp_to_coder_box(mu: Tensor, codebook: Tensor, grid: SnapGrid) -> Tensor:
     return torch.minimum(torch.maximum(mu, c.min(0).values - margin), c.max(0).values + margin)
 
 
-def index_bits(mu: Tensor, sigma: Tensor, codebook: Tensor, target: Tensor) -> Tensor:
-    """Eq. 4 per location: −log₂ p(target) in bits (N,), differentiable in μ and σ."""
-    return F.cross_entropy(anchor_logits(mu, sigma, codebook), target, reduction="none") / math.log(2.0)
+def index_bits(mu: Tensor, sigma: Tensor, codebook: Tensor, target: Tensor, floor: float = 0.0) -> Tensor:
+    """Eq. 4 per location: −log₂ p(target) in bits (N,), differentiable in μ and σ.
+
+    floor: the least probability the coder gives a symbol (`CODER_FLOOR`). The integer tables
+    realise `(1 − K·floor)·p + floor` (`anchor_coding`, step 4), so with it the value is what
+    the file pays: an index eq. 3 deems nearly impossible costs the table's 24 bits, not the
+    40 or 60 of its float probability. The gradient stays eq. 4's (D.5), as CompressAI's
+    likelihood bound passes gradients that raise a likelihood: the floor's own gradient
+    vanishes below it, and a model that starts with its indices there would never learn.
+    Without a floor, plain eq. 4.
+    """
+    log_p = -F.cross_entropy(anchor_logits(mu, sigma, codebook), target, reduction="none")
+    if floor > 0.0:
+        mixed = log_p.detach() + math.log1p(-codebook.shape[0] * floor)
+        log_p = log_p + (torch.logaddexp(mixed, torch.full_like(mixed, math.log(floor))) - log_p.detach())
+    return -log_p / math.log(2.0)
 
 
 @dataclass
@@ -302,7 +319,7 @@ class HyperVQ(nn.Module):
             grid = SnapGrid.for_codebook(codebook)
             mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), grid)
             mu_p, sigma_p = clamp_to_coder_box(present(mu, mask), codebook, grid), present(sigma, mask)
-            bits = index_bits(mu_p, sigma_p, codebook, present(indices[name], mask))
+            bits = index_bits(mu_p, sigma_p, codebook, present(indices[name], mask), CODER_FLOOR)
             image = torch.arange(z.shape[0], device=z.device)[:, None, None].expand(-1, *z.shape[-2:])
             out.rate_ind[name] = torch.zeros(z.shape[0], dtype=bits.dtype, device=z.device).index_add(
                 0, image[mask[:, 0]], bits
