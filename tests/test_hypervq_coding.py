@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gicl.entropy.hypervq import CODER_FLOOR, HyperVQ, index_bits
+from gicl.entropy.hypervq import CODER_FLOOR, HyperVQ, bottleneck_table_bits, index_bits
 from gicl.entropy.hypervq_bench import snap_stability
 from gicl.errors import BitstreamError
 from gicl.nn.vq import nearest_codeword
@@ -230,3 +230,30 @@ def test_the_coders_float64_hyper_synthesis_is_stable_where_float32_is_not(setup
     assert f64["max_log2_sigma_discrepancy"] < 1e-12
     assert f64["near_boundary_share"] == 0.0 and f64["flipped_share"] == 0.0
     assert f32["flipped_share"] <= f32["near_boundary_share"]
+
+
+def test_update_refits_stale_tails_so_the_tables_are_the_float_rate() -> None:
+    """Tails the aux loss has not moved out far enough code hyper-latents beyond them with
+    escape bits; `update()` refits them (medians kept) and leaves a fitted model alone."""
+    torch.manual_seed(0)
+    model = HyperVQ({"a": (4, 64)}, channels=8)
+    bottleneck = model.blocks["a"].bottleneck.eval()
+    with torch.no_grad():
+        medians = bottleneck.quantiles[:, 0, 1].clone()
+        bottleneck.quantiles[:, 0, 0] = medians - 1.0  # stale: the density reaches ±30
+        bottleneck.quantiles[:, 0, 2] = medians + 1.0
+    y = torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(1)) * 6 + medians.view(1, -1, 1, 1)
+
+    def tables_over_float() -> float:
+        with torch.no_grad():
+            floats = float(-torch.log2(bottleneck(y)[1]).sum())
+        return bottleneck_table_bits(bottleneck, y) / floats - 1
+
+    bottleneck.update(force=True)  # CompressAI's own update: tables over the stale range
+    assert tables_over_float() > 0.1
+    model.update(force=True)
+    assert abs(tables_over_float()) < 0.005
+    assert torch.equal(bottleneck.quantiles[:, 0, 1], medians)
+    assert float(bottleneck.quantiles[:, 0, 2].min() - medians.max()) > 20
+    fitted = bottleneck.quantiles.detach().clone()
+    assert not model.update(force=False) and torch.equal(bottleneck.quantiles, fitted)

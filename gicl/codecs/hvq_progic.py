@@ -31,7 +31,7 @@ from gicl.codecs.base import CodecOutput, register_codec
 from gicl.codecs.branch_sections import Branches, BranchSectionsCodec
 from gicl.codecs.hyperprior_codec import check_backbone_keys
 from gicl.codecs.progic import ProGIC
-from gicl.entropy.hypervq import HYPER_CHANNELS, HyperVQ
+from gicl.entropy.hypervq import HYPER_CHANNELS, HYPER_INIT_SCALE, HyperVQ
 
 
 def branch(i: int) -> str:
@@ -45,15 +45,17 @@ class HVQProGIC(BranchSectionsCodec):
     multiple = ProGIC.multiple
     progressive = True
 
-    def __init__(self, *, hyper_channels: int = HYPER_CHANNELS, **backbone: Any) -> None:
-        """hyper_channels: width C of every stage's H Block. Every other key is a ProGIC
+    def __init__(self, *, hyper_channels: int = HYPER_CHANNELS, hyper_init_scale: float = HYPER_INIT_SCALE,
+                 **backbone: Any) -> None:
+        """hyper_channels: width C of every stage's H Block; hyper_init_scale: the hyper-latent
+        bottlenecks' initial density width (CompressAI's default 10). Every other key is a ProGIC
         constructor argument (the backbone's)."""
         super().__init__()
         check_backbone_keys(ProGIC, backbone)
         self.backbone = ProGIC(**backbone)
         specs = {branch(i + 1): (vq.embed_dim, vq.n_embed)
                  for i, vq in enumerate(self.backbone.quantizer.stages)}
-        self.hyperprior = HyperVQ(specs, channels=hyper_channels)
+        self.hyperprior = HyperVQ(specs, channels=hyper_channels, init_scale=hyper_init_scale)
 
     def codebooks(self, k: int) -> dict[str, Tensor]:
         return {branch(i + 1): vq.embedding.weight

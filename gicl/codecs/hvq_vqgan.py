@@ -26,7 +26,7 @@ from gicl.codecs.base import CodecOutput, register_codec
 from gicl.codecs.branch_sections import Branches, BranchSectionsCodec
 from gicl.codecs.hyperprior_codec import check_backbone_keys
 from gicl.codecs.vqgan import VQGAN
-from gicl.entropy.hypervq import HYPER_CHANNELS, HyperVQ
+from gicl.entropy.hypervq import HYPER_CHANNELS, HYPER_INIT_SCALE, HyperVQ
 
 BRANCH = "indices"  # VQGAN's own rate key: `static_rate` and `rate` name the same tokens
 
@@ -35,15 +35,18 @@ BRANCH = "indices"  # VQGAN's own rate key: `static_rate` and `rate` name the sa
 class HVQVQGAN(BranchSectionsCodec):
     codec_id = "hvq_vqgan"
 
-    def __init__(self, *, hyper_channels: int = HYPER_CHANNELS, **backbone: Any) -> None:
-        """hyper_channels: width C of the H Block. Every other key is a VQGAN constructor
-        argument (the backbone's)."""
+    def __init__(self, *, hyper_channels: int = HYPER_CHANNELS, hyper_init_scale: float = HYPER_INIT_SCALE,
+                 **backbone: Any) -> None:
+        """hyper_channels: width C of the H Block; hyper_init_scale: the hyper-latent
+        bottleneck's initial density width (CompressAI's default 10). Every other key is a
+        VQGAN constructor argument (the backbone's)."""
         super().__init__()
         check_backbone_keys(VQGAN, backbone)
         self.backbone = VQGAN(**backbone)
         self.multiple = self.backbone.multiple
         q = self.backbone.quantizer
-        self.hyperprior = HyperVQ({BRANCH: (q.embed_dim, q.n_embed)}, channels=hyper_channels)
+        self.hyperprior = HyperVQ({BRANCH: (q.embed_dim, q.n_embed)}, channels=hyper_channels,
+                                  init_scale=hyper_init_scale)
 
     def codebooks(self, k: int) -> dict[str, Tensor]:
         return {BRANCH: self.backbone.quantizer.embedding.weight}

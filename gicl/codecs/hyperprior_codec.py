@@ -21,12 +21,13 @@ from gicl.registry import signature_keywords
 
 
 def check_backbone_keys(backbone_cls: type, keys: dict[str, Any]) -> None:
-    """RecipeError naming the first key neither the backbone nor `hyper_channels` takes."""
+    """RecipeError naming the first key neither the backbone nor the hyperprior
+    (`hyper_channels`, `hyper_init_scale`) takes."""
     known = signature_keywords(backbone_cls) or set()
     unknown = sorted(set(keys) - known)
     if unknown:
         raise RecipeError(f"unknown key 'codec.{unknown[0]}' (known: "
-                          f"{', '.join(sorted(known | {'hyper_channels'}))})")
+                          f"{', '.join(sorted(known | {'hyper_channels', 'hyper_init_scale'}))})")
 
 
 def rate_losses(hv: HyperVQOutput, pixels: int) -> dict[str, Tensor]:
@@ -55,7 +56,8 @@ class HyperpriorCodec(Codec):
 
     def update(self) -> None:
         """Rebuild the hyper-latent CDF tables from the current quantiles (forced: they
-        move during training after a first update)."""
+        move during training after a first update), their tails refitted first where the
+        aux loss has not placed them (`gicl.entropy.hypervq.refit_stale_tails`)."""
         self.hyperprior.update(force=True)
 
     def compress_with_report(
