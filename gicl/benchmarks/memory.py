@@ -59,6 +59,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
+    # the same random weights in every process: the window variants' reconstructions are
+    # compared with each other, so they must be one model's
+    torch.manual_seed(0)
     codec = build_inference_codec(spec["codec"]).eval()
     codec.update()  # the tables a model file carries (learned entropy models need them to code)
     if spec["window"] is not None:
