@@ -237,27 +237,34 @@ def bottleneck_table_bits(bottleneck: EntropyBottleneck, y: Tensor) -> float:
     )
 
 
-def refit_stale_tails(bottleneck: EntropyBottleneck) -> bool:
-    """Move the bottleneck's tail quantiles to where its density leaves `tail_mass`/2 on each
-    side (CompressAI's bisection), keeping its medians, when the aux loss has left any of
-    them more than `STALE_TAIL_LOGITS` from that target; whether it moved them.
+def build_bottleneck_tables(bottleneck: EntropyBottleneck, force: bool) -> bool:
+    """`bottleneck.update(force)`, over tails refitted where the aux loss has left them
+    stale; whether the tables were (re)built. The parameters are left as trained.
 
-    The tails are the range of the integer CDF tables: a hyper-latent beyond them is coded
-    by escape bits, far above its float −log₂ likelihood. The aux loss moves them by its
-    learning rate per step, too slowly for short runs (the HVQ-VQGAN demo's 300 steps left
-    them at ±10 where the density reaches ±190: tables 17 % over the float R_z on kodim20;
-    0.001 % after the refit). The medians stay: they set the rounding offsets, so ŷ, μ, σ
-    and the model's rate are unchanged. A refitted model is within the threshold, so the
-    `update()` after loading a model file rebuilds its tables without touching them."""
+    The tails (quantiles 0 and 2) are the range of the integer CDF tables: a hyper-latent
+    beyond them is coded by escape bits, far above its float −log₂ likelihood. The aux loss
+    moves them by its learning rate per step, too slowly for short runs (the HVQ-VQGAN
+    demo's 300 steps left them at ±10 where the density reaches ±190: tables 17 % over the
+    float R_z on kodim20; 0.05 % after the refit). So when a tail is more than
+    `STALE_TAIL_LOGITS` from its target, the tables are built over tails placed by
+    CompressAI's bisection where the density leaves `tail_mass`/2 on each side. The medians
+    stay (they set the rounding offsets, so ŷ, μ, σ and the model's rate are unchanged), and
+    the quantiles parameter is restored afterwards: a model file stores the trained weights
+    (an EMA export its averages), and loading it refits the same tails from them."""
     with torch.no_grad():
         tails = bottleneck.quantiles[:, :, 0::2]
         residual = bottleneck._logits_cumulative(tails, stop_gradient=True) - bottleneck.target[0::2]
         if not bool(residual.abs().max() > STALE_TAIL_LOGITS):
+            return bottleneck.update(force=force)
+        if bottleneck._offset.numel() > 0 and not force:  # built already: as CompressAI's update
             return False
-        medians = bottleneck.quantiles[:, 0, 1].clone()
+        trained = bottleneck.quantiles.detach().clone()
         bottleneck._update_quantiles()
-        bottleneck.quantiles[:, 0, 1] = medians
-    return True
+        bottleneck.quantiles[:, 0, 1] = trained[:, 0, 1]
+        try:
+            return bottleneck.update(force=True)
+        finally:
+            bottleneck.quantiles.copy_(trained)
 
 
 def branch_mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> Tensor:
@@ -357,11 +364,8 @@ class HyperVQ(nn.Module):
 
     def update(self, force: bool = False) -> bool:
         """Build the EntropyBottlenecks' integer CDF tables (call before `compress`), over
-        tails refitted where the aux loss has not placed them (`refit_stale_tails`)."""
-        updated = []
-        for block in self.blocks.values():
-            refitted = refit_stale_tails(block.bottleneck)
-            updated.append(block.bottleneck.update(force=force or refitted))
+        tails refitted where the aux loss has not placed them (`build_bottleneck_tables`)."""
+        updated = [build_bottleneck_tables(block.bottleneck, force) for block in self.blocks.values()]
         return any(updated)
 
     @torch.no_grad()
