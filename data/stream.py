@@ -82,7 +82,8 @@ MAX_EMPTY_SHARDS = 100
 
 def build_train_loader(cfg: dict[str, Any], *, batch_size: int, rank: int = 0,
                        world_size: int = 1, seed: int = 0) -> DataLoader:
-    """DataLoader of {"image": (B, 3, crop, crop) uint8, "skipped": int64 scalar}.
+    """DataLoader of {"image": (B, 3, crop, crop) uint8, "skipped": int (unusable samples
+    replaced in this batch)}.
 
     `cfg` is the recipe's `data` section; `batch_size` is per rank. The pixels stay uint8
     until they reach the training device (`gicl.images.unit_float`, called by the training
@@ -245,8 +246,9 @@ class TrainStream(IterableDataset):
             bad = b - len(crops)
             if bad:
                 crops += self._replacements(source.peek(), bad, worker, k)
-            yield {"image": torch.stack(crops),
-                   "skipped": torch.tensor(bad, dtype=torch.int64)}
+            # skipped as an int: every tensor in a worker's batch is its own shared-memory
+            # segment and file descriptor sent to the main process (≈ 0.4 ms per batch here)
+            yield {"image": stack_crops(crops), "skipped": bad}
 
     def _replacements(self, upcoming: Iterator[dict], n: int, worker: int,
                       batch: int) -> list[torch.Tensor]:
@@ -277,6 +279,27 @@ class TrainStream(IterableDataset):
                             "batch['skipped'])", sample.get("__key__"), sample.get("__url__"), e)
                 self._warned = True
             return None
+
+
+def stack_crops(crops: list[torch.Tensor]) -> torch.Tensor:
+    """(B, 3, H, W) uint8 batch of (3, H, W) crops, stored channels-last.
+
+    torchvision's `decode_jpeg` returns a (3, H, W) view of interleaved (H, W, 3) pixels, so
+    a crop's rows are runs of 3·W bytes. Stacking the crops as (3, H, W) transposes every one
+    of them (≈ 62 µs for a 256² crop here, 5 % of a worker's time per image); stacking them
+    as (H, W, 3) copies runs of rows (≈ 5 µs). The batch keeps its (B, 3, H, W) shape with
+    channels-last strides; `gicl.images.unit_float` makes the float batch contiguous on the
+    training device.
+
+    In a worker process the batch is stacked straight into shared memory, as PyTorch's
+    `default_collate` does: a batch made elsewhere is copied there when it is sent to the
+    main process (one more pass over fresh pages per batch)."""
+    rows = [c.permute(1, 2, 0) for c in crops]
+    out = None
+    if get_worker_info() is not None:
+        storage = rows[0]._typed_storage()._new_shared(len(rows) * rows[0].numel(), device=rows[0].device)
+        out = rows[0].new(storage).resize_(len(rows), *rows[0].shape)
+    return torch.stack(rows, out=out).permute(0, 3, 1, 2)
 
 
 class _Lookahead:

@@ -254,12 +254,14 @@ def unit_float(pixels: Tensor) -> Tensor:
     """uint8 pixels (any shape, any device) → float32 in [0, 1], bit for bit the CPU's
     `pixels.float() / 255` on every device. Elsewhere than on the CPU a table look-up: CUDA
     divides a tensor by a Python scalar as a multiplication by its reciprocal, which can
-    differ in the last bit. Float input is returned unchanged (validation batches are float)."""
+    differ in the last bit. The result is contiguous whatever the input's strides (training
+    batches arrive channels-last: `gicl.data.stream.stack_crops`). Float input is returned
+    unchanged (validation batches are float)."""
     if pixels.dtype != torch.uint8:
         return pixels
-    if pixels.device.type == "cpu":
-        return pixels.float().div_(255)  # 3× faster here than the look-up
-    return _unit_levels(pixels.device)[pixels.long()]
+    if pixels.device.type == "cpu":  # the division: 3× faster here than the look-up
+        return torch.empty(pixels.shape, dtype=torch.float32).copy_(pixels).div_(255)
+    return _unit_levels(pixels.device)[pixels.contiguous().long()]
 
 
 def from_uint8(pixels: Tensor) -> Tensor:

@@ -143,7 +143,7 @@ class CodecTraining(L.LightningModule):
         self.log("iteration", float(self.iteration), prog_bar=True, logger=False)
         self.log("step", float(self.iteration))  # the logger's step: iterations done, as validation's
         if "skipped" in batch:
-            self.log("data/skipped", batch["skipped"].float().sum(), reduce_fx="sum")
+            self.log("data/skipped", float(batch["skipped"]), reduce_fx="sum")
         if self.iteration >= self.stage["max_steps"]:
             self.trainer.should_stop = True
 
