@@ -223,3 +223,59 @@ def test_glc_block_loop_never_writes_into_its_callers_map(always_banded) -> None
     with torch.no_grad():
         _run(blocks, x)
     assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("zq_size", [None, (6, 5), (7, 5)])  # GN; SpatialNorm by bands; not
+def test_a_narrowing_block_writes_over_the_map_it_consumes(always_banded, zq_size) -> None:
+    """A 64 → 32 channel res block with a 1×1 shortcut, given its input to consume, writes
+    [conv1 | shortcut] over it and returns conv2 + shortcut in the input's second half (no
+    full-size map allocated): the values of the block run without consuming. With a
+    SpatialNorm latent at a non-power-of-two fraction the norms run whole, and the block
+    still writes over its input."""
+    from gicl.nn.blocks import ResnetBlock
+
+    torch.manual_seed(0)
+    block = ResnetBlock(64, 32, zq_channels=None if zq_size is None else 4).eval()
+    zq = None if zq_size is None else torch.randn(1, 4, *zq_size)
+    x = torch.randn(1, 64, 24, 20)
+    with torch.no_grad():
+        expected = block(x, zq)
+        consumed = x.clone()
+        assert block.narrows_over(consumed, consume=True) and not block.narrows_over(x, False)
+        got = block(consumed, zq, consume=True)
+    half = 32 * 24 * 20 * consumed.element_size()
+    assert got.data_ptr() == consumed.data_ptr() + half
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_levels_hand_their_maps_from_block_to_block(always_banded) -> None:
+    """Through a decoder whose full-resolution level narrows 64 → 32 channels, the levels'
+    res blocks write into maps the block before them has finished with; the image is the
+    one every block run on its own gives, bit for bit."""
+    from gicl.nn.blocks import Decoder, ResnetBlock, norm_silu_conv
+
+    torch.manual_seed(0)
+    dec = Decoder(ch=32, ch_mult=[1, 2, 2], num_res_blocks=2, attn_resolutions=[], resolution=64,
+                  z_channels=4, zq_channels=4).eval()
+    z, zq = torch.randn(1, 4, 9, 13), torch.randn(1, 4, 9, 13)
+    reads, writes = [], []
+    for block in dec.up[0].block:
+        block.register_forward_pre_hook(lambda m, a: reads.append(a[0].data_ptr()))
+        block.register_forward_hook(lambda m, a, out: writes.append(out.data_ptr()))
+    with torch.no_grad():
+        h = dec.mid(dec.conv_in(z), zq)
+        for level in reversed(dec.up):
+            for unit in level.units():
+                h = unit(h, zq)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        expected = norm_silu_conv(dec.norm_out, dec.conv_out, h, zq)
+        reads.clear()
+        writes.clear()
+        got = dec(z, zq)
+    assert torch.equal(got, expected)
+    assert isinstance(dec.up[0].block[0], ResnetBlock) and dec.up[0].block[0].conv1.in_channels == 64
+    # block 0 returns its input's second half; block 1 writes into the first, block 2 into
+    # the map block 1 read (block 0's output)
+    half = 32 * 36 * 52 * 4
+    assert writes[0] == reads[0] + half and writes[1] == reads[0] and writes[2] == reads[1]

@@ -106,8 +106,8 @@ def decoded(codec, encoded, fx):
     def keep(name, pool=1):
         return lambda m, i, o: seen.__setitem__(name, F.avg_pool2d(o, pool) if pool > 1 else o)
 
-    def keep_input(name):
-        return lambda m, i: seen.__setitem__(name, i[0])
+    def keep_input(name):  # a copy: at inference the level's blocks reuse their inputs' memory
+        return lambda m, i: seen.__setitem__(name, i[0].clone())
 
     hooks = [dec.mid.register_forward_hook(keep("dec.h_coarse_reconv", 4)),
              dec.mid_medium.register_forward_hook(keep("dec.h_medium_reconv", 2)),

@@ -102,6 +102,7 @@ from gicl.nn.blocks import (
     group_norm,
     network_precision,
     norm_silu_conv,
+    run_unit,
     set_attention_window,
 )
 from gicl.nn.heap import release_free_heap
@@ -300,8 +301,10 @@ class ConditionalDecoder(Decoder):
                 branch = fine if branches == "official" else self.mid_fine(self.conv_in_fine(z), zq)
                 h = torch.where(masks.fine, branch, h)
             level = self.up[i]
+            spares: list[Tensor] = []
             for unit in level.units():  # (not level(h): that would hold h for the whole level)
-                h = unit(h, zq)
+                h = run_unit(unit, h, zq, spares)
+            spares.clear()  # not held through the upsampling
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return norm_silu_conv(self.norm_out, self.conv_out, h, zq)

@@ -107,26 +107,46 @@ class Conv3x3(nn.Conv2d):
 
     def forward(  # type: ignore[override]
         self, x: Tensor, upsample: bool = False, pre: BandActivation | None = None,
-        into: Tensor | None = None,
+        into: Tensor | None = None, beside: nn.Conv2d | None = None, accumulate: bool = False,
     ) -> Tensor:
-        """into: when banded, write the output into this map, which the caller owns and no
-        longer needs: x itself (a residual block's second convolution then allocates no
-        full-size map), or a dead map of the output's shape (its pages are mapped already:
-        a fresh 200 MB map costs 27 ms of page faults here). `upsample` and `pre` do not
-        combine."""
+        """into: write the output into this map, which the caller owns and no longer needs:
+        x itself (a residual block's second convolution then allocates no full-size map),
+        or a dead map of the output's shape (its pages are mapped already: a fresh 200 MB
+        map costs 27 ms of page faults here). accumulate: add the output to `into` instead.
+        beside: a 1×1 convolution of x (a narrowing block's shortcut) whose output follows
+        this one's over x: into must be x, with twice this convolution's output channels,
+        and x becomes [conv(pre(x)) | beside(x)]. `upsample` combines with none of them."""
         if upsample and (pre is not None or into is not None):
             raise ValueError("an upsampling Conv3x3 takes neither pre nor into")
         n, _, h, w = x.shape
-        if into is not None and (into.shape != (n, self.out_channels, h, w) or into.dtype != x.dtype):
-            raise ValueError(f"into must be a {x.dtype} map of shape {(n, self.out_channels, h, w)}")
+        channels = self.out_channels * (2 if beside is not None else 1)
+        if into is not None and (into.shape != (n, channels, h, w) or into.dtype != x.dtype):
+            raise ValueError(f"into must be a {x.dtype} map of shape {(n, channels, h, w)}")
+        if (beside is not None and into is not x) or (accumulate and into is None):
+            raise ValueError("beside writes over x (into=x); accumulate needs into")
         scale = 2 if upsample else 1
         if not self.bands(x, scale):
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest") if upsample else x
-            return super().forward(x if pre is None else pre(x, 0, x.shape[-2], None))
+            y = super().forward(F.interpolate(x, scale_factor=2.0, mode="nearest") if upsample
+                                else x if pre is None else pre(x, 0, x.shape[-2], None))
+            return y if into is None else store_into(into, y, x, beside, accumulate)
         rows = _band_rows(self._widest, x.shape[-1] * scale, x.element_size())
         if upsample:
             return _banded_upsample(self, x, max(1, rows // 2))
-        return _banded(self, x, rows, pre, into)
+        return _banded(self, x, rows, pre, into, beside, accumulate)
+
+
+def store_into(into: Tensor, y: Tensor, x: Tensor, beside: nn.Conv2d | None, accumulate: bool
+           ) -> Tensor:
+    """`Conv3x3.forward`'s `into` semantics for an output y computed in one call."""
+    if beside is not None:  # into is x: its shortcut half is computed before x is written
+        shortcut = beside(x)
+        into[:, : y.shape[1]] = y
+        into[:, y.shape[1] :] = shortcut
+    elif accumulate:
+        into.add_(y)
+    else:
+        into.copy_(y)
+    return into
 
 
 def norm_silu(norm: nn.GroupNorm, x: Tensor, modulation: tuple[Tensor, Tensor] | None = None
@@ -188,7 +208,8 @@ def _band_rows(channels: int, width: int, itemsize: int) -> int:
 
 
 def _banded(conv: Conv3x3, x: Tensor, rows: int, pre: BandActivation | None,
-            out: Tensor | None = None) -> Tensor:
+            out: Tensor | None = None, beside: nn.Conv2d | None = None,
+            accumulate: bool = False) -> Tensor:
     """conv(pre(x)) band by band: output rows [r0, r1) need input rows [r0 − 1, r1 + 1),
     zero rows beyond the image as padding=1 would add.
 
@@ -198,7 +219,9 @@ def _banded(conv: Conv3x3, x: Tensor, rows: int, pre: BandActivation | None,
 
     `out` is x itself for a convolution written over its input: the next band still reads
     the last input row of this one, so each band's last output row is written only after
-    the next band is computed."""
+    the next band is computed. `beside` (over the input only) appends its 1×1 output of the
+    band's own input rows, read before any of them is written. `accumulate` adds the
+    output to `out`."""
     n, c, height, w = x.shape
     pending: Tensor | None = None  # (over the input) the previous band's last output row
     buffer = None if pre is None else x.new_empty(n, c, rows + 2, w)  # row i ↔ input row r0 − 1 + i
@@ -220,10 +243,15 @@ def _banded(conv: Conv3x3, x: Tensor, rows: int, pre: BandActivation | None,
                 buffer[:, :, r1 - r0 + 1].zero_()
             band = buffer[:, :, : r1 - r0 + 2]
         y = F.conv2d(band, conv.weight, conv.bias, padding=(0, 1))
+        if beside is not None:
+            y = torch.cat((y, beside(x[:, :, r0:r1])), 1)
         if out is None:  # the first band's dtype: autocast may have chosen bf16
             out = y.new_empty(n, conv.out_channels, height, w)
         if out is not x:
-            out[:, :, r0:r1] = y
+            if accumulate:
+                out[:, :, r0:r1] += y
+            else:
+                out[:, :, r0:r1] = y
             continue
         if pending is not None:
             out[:, :, r0 - 1 : r0] = pending

@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gicl.nn.banded import BandActivation, Conv3x3, add_conv1x1, downsample_conv, norm_silu
+from gicl.nn.banded import (
+    BandActivation,
+    Conv3x3,
+    add_conv1x1,
+    downsample_conv,
+    norm_silu,
+    store_into,
+)
 
 
 class GroupNorm(nn.GroupNorm):
@@ -110,7 +117,8 @@ def fused_activations(conv: Conv3x3, x: Tensor) -> bool:
 
 def norm_silu_conv(norm: nn.Module, conv: Conv3x3, x: Tensor, zq: Tensor | None = None,
                    dropout: nn.Module | None = None, over_input: bool = False,
-                   into: Tensor | None = None) -> Tensor:
+                   into: Tensor | None = None, beside: nn.Conv2d | None = None,
+                   accumulate: bool = False) -> Tensor:
     """conv(dropout(SiLU(norm(x)))), the unit every taming-style block and network tail is
     built of; `norm` is a `Norm` (zq: SpatialNorm's latent) or a plain GroupNorm.
 
@@ -119,14 +127,21 @@ def norm_silu_conv(norm: nn.Module, conv: Conv3x3, x: Tensor, zq: Tensor | None 
     bands too; `over_input` (x is the caller's own, fresh map) then writes the result over
     x, `into` (a dead map of the output's shape) into that. Elsewhere (training, small maps,
     autocast) the plain modules, the SiLU in place over the norm's fresh output when nothing
-    records a graph."""
+    records a graph; there `over_input` and `into` are only memory hints.
+
+    `beside` and `accumulate` are not hints (see `Conv3x3.forward`): x becomes
+    [result | beside(x)], or `into` += result, on every path."""
+    target = x if over_input or beside is not None else into
     if fused_activations(conv, x) and not (dropout is not None and dropout.training):
         pre = norm.banded(x, zq) if isinstance(norm, Norm) else norm_silu(norm, x)
         if pre is not None:
-            return conv(x, pre=pre, into=x if over_input else into)
+            return conv(x, pre=pre, into=target, beside=beside, accumulate=accumulate)
     h = F.silu(norm(x, zq) if isinstance(norm, Norm) else norm(x), inplace=inference())
-    del x  # an x passed straight from the previous conv is freed before this conv allocates
-    return conv(h if dropout is None else dropout(h))
+    if beside is None and not accumulate:
+        del x  # an x passed straight from the previous conv is freed before this conv allocates
+        return conv(h if dropout is None else dropout(h))
+    assert target is not None
+    return store_into(target, conv(h if dropout is None else dropout(h)), x, beside, accumulate)
 
 
 class ResnetBlock(nn.Module):
@@ -145,11 +160,68 @@ class ResnetBlock(nn.Module):
             nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
 
-    def forward(self, x: Tensor, zq: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, zq: Tensor | None = None, spare: Tensor | None = None,
+                consume: bool = False) -> Tensor:
+        """At inference (see `run_unit`): spare, a dead map of conv1's output shape for
+        conv1 to write into when it runs in bands; consume, x is the caller's to give up.
+
+        A consumed x of twice the output's channels with a 1×1 shortcut (the decoders'
+        first block after a widening upsample: 256 → 128 channels at full resolution, 2.1 GB
+        at 1080p) is written over: x = [conv1 output | shortcut(x)], conv2's output is added
+        into the shortcut half, which is returned. The block then allocates no full-size
+        map, and the first half is the next block's spare."""
+        if self.narrows_over(x, consume):
+            c = self.conv1.out_channels
+            norm_silu_conv(self.norm1, self.conv1, x, zq, beside=self.nin_shortcut)
+            return norm_silu_conv(self.norm2, self.conv2, x[:, :c], zq, self.dropout,
+                                  into=x[:, c:], accumulate=True)
+        into = spare if spare is not None and fused_activations(self.conv1, x) else None
+        del spare  # unused: freed now, not held through the block
         # conv1's output is passed on directly (no name holds it): conv2 writes over it
-        h = norm_silu_conv(self.norm2, self.conv2, norm_silu_conv(self.norm1, self.conv1, x, zq),
+        h = norm_silu_conv(self.norm2, self.conv2,
+                           norm_silu_conv(self.norm1, self.conv1, x, zq, into=into),
                            zq, self.dropout, over_input=True)
         return add_conv1x1(h, self.nin_shortcut, x) if inference() else self.nin_shortcut(x) + h
+
+    def narrows_over(self, x: Tensor, consume: bool) -> bool:
+        """Whether `forward(x, consume=consume)` writes over x (see there)."""
+        return (consume and inference() and isinstance(self.nin_shortcut, nn.Conv2d)
+                and x.shape[1] == 2 * self.conv1.out_channels and x.is_contiguous()
+                and fused_activations(self.conv1, x) and not self.dropout.training)
+
+
+def run_unit(unit: nn.Module, h: Tensor, zq: Tensor | None, spares: list[Tensor]) -> Tensor:
+    """One unit of a decoder level (`Level.units`) on h, which the caller gives up: it
+    rebinds h to the result (`h = run_unit(unit, h, zq, spares)`, never `level(h)`, which
+    would hold the level's input to its end) and reads h no more.
+
+    At inference a res block may then write over its input (`ResnetBlock.forward`,
+    consume), and the map a res block has finished with — its input, or the half of it a
+    narrowing block left — waits in `spares` (a list the caller empties after the level)
+    to become the next res block's conv1 output where that runs in bands: its pages are
+    mapped already (a fresh map costs page faults: 41 ms per 200 MB here), and at full
+    resolution a level holds two maps' worth of memory, not three."""
+    if not (isinstance(unit, ResnetBlock) and inference()):
+        spares.clear()
+        return unit(h, zq)
+    out = unit(h, zq, spare=_spare_for(unit, h, spares), consume=True)
+    start = h.data_ptr()
+    if start <= out.data_ptr() < start + h.numel() * h.element_size():
+        spares.append(h[:, : out.shape[1]])  # a narrowing block left out in h's second half
+    else:
+        spares.append(h)
+    return out
+
+
+def _spare_for(block: ResnetBlock, x: Tensor, spares: list[Tensor]) -> Tensor | None:
+    """The dead map for block's conv1 output on x, if it will use one; an unusable spare is
+    dropped here rather than held through the block."""
+    spare = spares.pop() if spares else None
+    n, _, height, width = x.shape
+    if (spare is None or not fused_activations(block.conv1, x) or spare.dtype != x.dtype
+            or spare.shape != (n, block.conv1.out_channels, height, width)):
+        return None
+    return spare
 
 
 class AttnBlock(nn.Module):
@@ -421,8 +493,10 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor, zq: Tensor | None = None) -> Tensor:
         h = self.mid(self.conv_in(z), zq)
         for level in reversed(self.up):
+            spares: list[Tensor] = []
             for unit in level.units():
-                h = unit(h, zq)
+                h = run_unit(unit, h, zq, spares)
+            spares.clear()  # not held through the upsampling
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
         return norm_silu_conv(self.norm_out, self.conv_out, h, zq)
