@@ -21,6 +21,7 @@ from gicl.nn.banded import (
     norm_silu,
     store_into,
 )
+from gicl.nn.heap import release_free_heap
 
 
 class GroupNorm(nn.GroupNorm):
@@ -358,6 +359,8 @@ class Upsample(nn.Module):
         self.conv = Conv3x3(channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.conv.bands(x, 2):  # a large output next: freed heap pages back first (the
+            release_free_heap()    # lower levels leave ≈ 100 MB there at 1080p)
         return self.conv(x, upsample=True)
 
 
