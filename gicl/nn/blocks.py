@@ -257,16 +257,30 @@ class AttnBlock(nn.Module):
         b, c = x.shape[:2]
         nw, tw = cols.shape
         size = min(hh, win)
+        # Positions two tiles cover take the earlier tile's output, so an overlapping tile
+        # queries only the positions it outputs (against all of its keys): the last strip
+        # its new rows, the last tile of a strip its `skip`-th column on. The same outputs;
+        # at 1080p Control-GIC's H/8 attention then does 7.9 tiles' work instead of 12.
+        skip = nw * tw - ww
         out = torch.empty_like(x)
-        done = 0  # rows already output: an overlapping last strip keeps the earlier output
+        done = 0  # rows already output
         for start in _window_starts(hh, win):
             strip = h[:, :, start : start + size]
 
-            def tiles(t: Tensor) -> Tensor:  # (b, c, size, W) -> (b·nw, c, size, tw)
-                return t[:, :, :, cols].permute(0, 3, 1, 2, 4).reshape(b * nw, c, size, tw)
+            def tiles(t: Tensor) -> Tensor:  # (b, c, r, W) -> (b, nw, c, r, tw)
+                return t[:, :, :, cols].permute(0, 3, 1, 2, 4)
 
-            o = attend(tiles(self.q(strip)), tiles(self.k(strip)), tiles(self.v(strip)))
-            o = o.reshape(b, nw, c, size, tw).permute(0, 2, 3, 1, 4)[:, :, done - start :, tile_c, off_c]
+            q = tiles(self.q(strip[:, :, done - start :]))
+            k, v = tiles(self.k(strip)), tiles(self.v(strip))
+            rows = q.shape[3]
+            o = q.new_empty(b, nw, c, rows, tw)
+            whole = nw if skip == 0 else nw - 1  # tiles queried at every column
+            if whole:
+                o[:, :whole] = attend(*(t[:, :whole].reshape(b * whole, c, -1, tw) for t in (q, k, v))
+                                      ).view(b, whole, c, rows, tw)
+            if skip:
+                o[:, -1, :, :, skip:] = attend(q[:, -1, :, :, skip:], k[:, -1], v[:, -1])
+            o = o.permute(0, 2, 3, 1, 4)[:, :, :, tile_c, off_c]
             out[:, :, done : start + size] = x[:, :, done : start + size] + self.proj_out(o)
             done = start + size
         return out
@@ -294,7 +308,8 @@ def _window_tiles(n: int, win: int, device: torch.device) -> tuple[Tensor, Tenso
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(qᵀk/√c)·v over all positions of (b, c, h, w) maps, via SDPA.
+    """softmax(qᵀk/√c)·v over all positions of (b, c, h, w) maps, via SDPA; k and v may
+    cover other positions than q (the output has q's).
 
     SDPA's memory-efficient (flash) CPU kernel needs a unit-stride last dimension (a
     transposed view silently falls back to the quadratic math kernel): (b, 1, hw, c) is a free
@@ -303,7 +318,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """
     b, c, h, w = q.shape
     channels_last = q.is_contiguous(memory_format=torch.channels_last)
-    q, k, v = (t.permute(0, 2, 3, 1).reshape(b, 1, h * w, c).contiguous() for t in (q, k, v))
+    q, k, v = (t.permute(0, 2, 3, 1).reshape(b, 1, -1, c).contiguous() for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v).view(b, h, w, c).permute(0, 3, 1, 2)
     return out if channels_last else out.contiguous()
 
