@@ -10,11 +10,15 @@ from gicl.recipes import resolve
 
 # FLOPs of one real forward pass (random weights, torch.rand input) of each paper codec at
 # 768×512, counted once with FlopCounterMode with attention on the math kernel
-# (gicl.info.forward_flops); that took 60–240 s each on a 2-core CPU.
+# (gicl.info.forward_flops) and every convolution in one call (gicl.nn.banded's
+# MIN_BANDED_BYTES raised: the banded inference's sub-pixel upsampling does 16 of the
+# definition's 36 multiply-adds per input pixel, and a count is of the definition); 30 s
+# each on a 2-core CPU. Recounted after windowed attention stopped querying the positions
+# an overlapping tile does not output.
 FULL_FORWARD_768x512 = {
     "progic": 321_668_382_720,
-    "vqgan": 2_384_377_937_920,
-    "controlgic": 5_731_346_268_160,
+    "vqgan": 2_376_861_745_152,
+    "controlgic": 5_603_235_446_784,
 }
 
 
