@@ -135,8 +135,8 @@ class Conv3x3(nn.Conv2d):
         return _banded(self, x, rows, pre, into, beside, accumulate)
 
 
-def store_into(into: Tensor, y: Tensor, x: Tensor, beside: nn.Conv2d | None, accumulate: bool
-           ) -> Tensor:
+def store_into(into: Tensor, y: Tensor, x: Tensor, beside: nn.Conv2d | None,
+               accumulate: bool) -> Tensor:
     """`Conv3x3.forward`'s `into` semantics for an output y computed in one call."""
     if beside is not None:  # into is x: its shortcut half is computed before x is written
         shortcut = beside(x)
