@@ -7,7 +7,9 @@ such 5–30 MB tensors, and fragmentation left ≈ 450 MB of free pages in the h
 768×512 — resident while the VQ-VAE generator then allocates its full-resolution maps from
 fresh mappings (measured: generator starts at 1 473 MB instead of ≈ 1 000 MB). `malloc_trim`
 hands those pages back; on other C libraries (no `malloc_trim`) this is a no-op. GLC and
-Control-GIC call it before their encoder and their decoder networks.
+Control-GIC call it before their encoder and their decoder networks, and a decoder's
+`Upsample` before it writes a large map (Control-GIC at 1080p: ≈ 100 MB returned before its
+2.1 GB full-resolution map).
 """
 
 from __future__ import annotations
