@@ -276,3 +276,18 @@ def test_windowed_attention_uses_full_windows_at_borders():
         np.testing.assert_allclose(block(x), brute_force_windowed(block, x, 4), atol=1e-5)
         block.window = 16  # larger than the input: global attention
         assert torch.equal(block(x), glob)
+
+
+def test_windowed_attention_of_a_batch_is_each_image_s():
+    """Overlapping last tiles query only their new rows and columns: with several images
+    per batch, each image's output is the one it gets alone (and the brute-force one)."""
+    torch.manual_seed(0)
+    block = AttnBlock(32).eval()
+    block.window = 4
+    x = torch.randn(3, 32, 11, 7)
+    with torch.no_grad():
+        batch = block(x)
+        for i in range(3):
+            torch.testing.assert_close(batch[i : i + 1], block(x[i : i + 1]), atol=1e-6, rtol=1e-6)
+            np.testing.assert_allclose(batch[i : i + 1], brute_force_windowed(block, x[i : i + 1], 4),
+                                       atol=1e-5)
