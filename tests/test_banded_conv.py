@@ -178,11 +178,12 @@ def test_a_level_input_is_released_once_its_first_block_returns(network) -> None
     assert seen["alive"] == [False] * len(levels)
 
 
-def test_glc_res_blocks_write_into_the_map_the_block_before_read(always_banded) -> None:
-    """GLC's block loop hands a dead map to the next res block as its first conv's output:
-    the same values as running each block on its own, the caller's input untouched, and
-    (recorded by storage) the second and third res block of a level writing into the maps
-    the first and second read."""
+def test_glc_res_blocks_add_into_their_input_and_share_one_spare(always_banded) -> None:
+    """GLC's block loop gives each res block (identity shortcut) its input to consume:
+    conv2's output is added into that map, and conv1 writes into one dead map passed from
+    block to block. The same values, bit for bit, as running each block on its own; the
+    caller's input untouched; recorded by storage: every res block returns the map it read,
+    and the conv1s of a level write into one map."""
     from gicl.nn.blocks import norm_silu_conv
     from gicl.nn.glc_blocks import ResBlock, VQGANGenerator
 
@@ -190,26 +191,29 @@ def test_glc_res_blocks_write_into_the_map_the_block_before_read(always_banded) 
     net = VQGANGenerator(nf=32, emb_dim=8, ch_mult=[1, 1], res_blocks=3, resolution=16,
                          attn_resolutions=[], patch=8).eval()
     x = torch.randn(1, 8, 8, 8)
-    reads, writes = [], []
+    reads, writes, conv1 = [], [], []
     for block in net.blocks:
         if isinstance(block, ResBlock):
             block.register_forward_pre_hook(lambda m, a: reads.append(a[0].untyped_storage().data_ptr()))
             block.register_forward_hook(lambda m, a, out: writes.append(out.untyped_storage().data_ptr()))
+            block.conv1.register_forward_hook(
+                lambda m, a, out: conv1.append(out.untyped_storage().data_ptr()))
     with torch.no_grad():
         h = net.post_quant_conv(x)
         before = h.clone()
-        expected = h
-        for block in net.blocks[:-3]:  # one block at a time: nothing handed on
+        expected = h.contiguous(memory_format=torch.channels_last)  # the loop's layout on a CPU
+        for block in net.blocks[:-3]:  # one block at a time: nothing handed on or added into
             expected = block(expected)
         expected = norm_silu_conv(net.blocks[-3], net.blocks[-1], expected)
         reads.clear()
         writes.clear()
+        conv1.clear()
         got = net(x)
     assert torch.equal(got, expected)
     assert torch.equal(net.post_quant_conv(x), before)  # (h above is that map: recomputed)
-    # blocks: [conv, res, attn(none here), res, then per level 3 res blocks (+ upsample)]
-    level = [i for i, b in enumerate(b for b in net.blocks if isinstance(b, ResBlock))][-3:]
-    assert writes[level[1]] == reads[level[0]] and writes[level[2]] == reads[level[1]]
+    # res blocks: 5 at 8×8 (after conv_in: the loop's own map), upsample, 3 at 16×16
+    assert len(writes) == 8 and writes == reads
+    assert len(set(conv1[:5])) == 1 and len(set(conv1[5:])) == 1 and conv1[5] != conv1[4]
 
 
 def test_glc_block_loop_never_writes_into_its_callers_map(always_banded) -> None:
@@ -279,3 +283,49 @@ def test_decoder_levels_hand_their_maps_from_block_to_block(always_banded) -> No
     # the map block 1 read (block 0's output)
     half = 32 * 36 * 52 * 4
     assert writes[0] == reads[0] + half and writes[1] == reads[0] and writes[2] == reads[1]
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format])
+def test_a_convolution_added_into_a_band_of_rows_equals_conv_then_add(layout) -> None:
+    """`add_conv_rows`: target += conv(band) in place, the band carrying its halo rows. On
+    channels-last maps oneDNN adds while it convolves (a sum post-op); NCHW takes the plain
+    conv and add. Both give the values of the two steps."""
+    torch.manual_seed(0)
+    conv = Conv3x3(16, 8)
+    x = torch.randn(1, 16, 12, 9).contiguous(memory_format=layout)
+    target = torch.randn(1, 8, 30, 9).contiguous(memory_format=layout)
+    expected = target.clone()
+    expected[:, :, 5:15] += F.conv2d(x, conv.weight, conv.bias, padding=(0, 1))
+    rows = target[:, :, 5:15]
+    with torch.no_grad():
+        banded.add_conv_rows(rows, x, conv)
+    assert rows.data_ptr() == target[:, :, 5:15].data_ptr()
+    torch.testing.assert_close(target, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_group_moments_of_a_channels_last_map_are_those_of_the_map() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 37, 11) * 3 + 5  # a mean large against the spread
+    var, mean = banded.group_moments(x.contiguous(memory_format=torch.channels_last), 8)
+    groups = x.reshape(2, 8, -1).double()
+    torch.testing.assert_close(mean, groups.mean(-1).float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(var, groups.var(-1, unbiased=False).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_flops_of_the_banded_blocks_are_those_of_the_one_call_blocks(always_banded) -> None:
+    """`bench codec` counts FLOPs on the real forward: the convolutions GLC's block loop adds
+    into its input by bands (a oneDNN fusion op) count as the convolutions they are."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gicl.nn.glc_blocks import VQGANGenerator
+
+    torch.manual_seed(0)
+    net = VQGANGenerator(nf=32, emb_dim=8, ch_mult=[1], res_blocks=2, resolution=16,
+                         attn_resolutions=[], patch=8).eval()  # no upsampling (sub-pixel: fewer)
+    x = torch.randn(1, 8, 16, 16)
+    counts = []
+    for grad in (True, False):  # one call per conv; banded, added into the input
+        with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as counter:
+            net(x)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
