@@ -191,10 +191,11 @@ def test_glc_res_blocks_add_into_their_input_and_share_one_spare(always_banded) 
     net = VQGANGenerator(nf=32, emb_dim=8, ch_mult=[1, 1], res_blocks=3, resolution=16,
                          attn_resolutions=[], patch=8).eval()
     x = torch.randn(1, 8, 8, 8)
-    reads, writes, conv1 = [], [], []
+    reads, writes, conv1, layouts = [], [], [], []
     for block in net.blocks:
         if isinstance(block, ResBlock):
             block.register_forward_pre_hook(lambda m, a: reads.append(a[0].untyped_storage().data_ptr()))
+            block.register_forward_pre_hook(lambda m, a: layouts.append(banded.channels_last(a[0])))
             block.register_forward_hook(lambda m, a, out: writes.append(out.untyped_storage().data_ptr()))
             block.conv1.register_forward_hook(
                 lambda m, a, out: conv1.append(out.untyped_storage().data_ptr()))
@@ -208,21 +209,25 @@ def test_glc_res_blocks_add_into_their_input_and_share_one_spare(always_banded) 
         reads.clear()
         writes.clear()
         conv1.clear()
+        layouts.clear()
         got = net(x)
-    assert torch.equal(got, expected)
+    assert torch.equal(got, expected) and got.is_contiguous()
+    assert layouts == [True] * 8  # the loop's maps are channels-last on a CPU
     assert torch.equal(net.post_quant_conv(x), before)  # (h above is that map: recomputed)
     # res blocks: 5 at 8×8 (after conv_in: the loop's own map), upsample, 3 at 16×16
     assert len(writes) == 8 and writes == reads
     assert len(set(conv1[:5])) == 1 and len(set(conv1[5:])) == 1 and conv1[5] != conv1[4]
 
 
-def test_glc_block_loop_never_writes_into_its_callers_map(always_banded) -> None:
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_glc_block_loop_never_writes_into_its_callers_map(always_banded, layout) -> None:
+    """Nor adds into it: a channels-last input is the loop's map without a copy."""
     from gicl.nn.glc_blocks import ResBlock, _run, group_norm
 
     torch.manual_seed(0)
     blocks = torch.nn.ModuleList([ResBlock(32, 32), ResBlock(32, 32), ResBlock(32, 32),
                                   group_norm(32), torch.nn.SiLU(), Conv3x3(32, 3)]).eval()
-    x = torch.randn(1, 32, 12, 10)
+    x = torch.randn(1, 32, 12, 10).contiguous(memory_format=layout)
     before = x.clone()
     with torch.no_grad():
         _run(blocks, x)
