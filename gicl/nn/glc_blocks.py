@@ -229,7 +229,8 @@ def _run(blocks: nn.ModuleList, x: Tensor) -> Tensor:
     read and write that layout without reordering (a 128-channel 3×3 convolution on a band
     of 768-pixel rows: 6.9 against 7.6 ms in NCHW here) and a band of rows is then one
     contiguous block, so a conv2 adds into the block's input in the convolution itself
-    (`gicl.nn.banded.add_conv_rows`). GLC at 768×512: 13.8 → 12.2 s encode + decode."""
+    (`gicl.nn.banded.add_conv_rows`). GLC at 768×512: 13.8 → 11.7–12.2 s encode + decode
+    (docs/benchmarks.md)."""
     if inference() and x.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     body = blocks[:-3]
