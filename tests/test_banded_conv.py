@@ -334,3 +334,18 @@ def test_flops_of_the_banded_blocks_are_those_of_the_one_call_blocks(always_band
             net(x)
         counts.append(counter.get_total_flops())
     assert counts[0] == counts[1] > 0
+
+
+def test_glc_generator_on_a_batch_equals_each_image_on_its_own(always_banded) -> None:
+    """Batches of two: a band of rows of a channels-last batch is not one contiguous block,
+    so the add-into-input convolution and the group statistics take their general paths."""
+    from gicl.nn.glc_blocks import VQGANGenerator
+
+    torch.manual_seed(0)
+    net = VQGANGenerator(nf=32, emb_dim=8, ch_mult=[1, 1], res_blocks=2, resolution=16,
+                         attn_resolutions=[], patch=8).eval()
+    x = torch.randn(2, 8, 9, 7)
+    with torch.no_grad():
+        batch = net(x)
+        single = torch.cat([net(x[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
