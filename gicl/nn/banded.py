@@ -17,6 +17,10 @@ runs as a 2×2 convolution of the small map with four outputs per channel
 (`subpixel_kernel`): 2.25× fewer multiply-adds, no upsampled copy (481 → 260 ms for the
 128-channel 384×256 → 768×512 one).
 
+Maps made here keep their input's memory layout (`empty_map`): NCHW, or channels-last where a
+network runs so (GLC's VQ-VAE on CPUs), where a band of rows is one contiguous block and a
+convolution can be added into a band of another map inside oneDNN (`add_conv_rows`).
+
 Only convolutions reading or writing more than `MIN_BANDED_BYTES` are banded, and only
 without autograd (training keeps PyTorch's one-call convolution and its backward) and off
 the meta device (FLOP counts).
@@ -190,11 +194,10 @@ def group_moments(x: Tensor, groups: int) -> tuple[Tensor, Tensor]:
 
     Two passes: the mean (PyTorch's vectorised cascade sum; on a channels-last map, column
     sums by BLAS), then the squared deviations from it summed band by band (a band-size
-    temporary, reused). `torch.var_mean` gives the
-    same values to float rounding but its Welford reduction is not vectorised on the CPU:
-    141 ms against 33 ms for a 128-channel 768×512 map on 2 threads (measured here), and the
-    one-pass E[x²] − E[x]² would lose digits where a group's mean is large against its
-    spread."""
+    temporary, reused). `torch.var_mean` gives the same values to float rounding but its
+    Welford reduction is not vectorised on the CPU: 141 ms against 33 ms for a 128-channel
+    768×512 map on 2 threads (measured here), and the one-pass E[x²] − E[x]² would lose
+    digits where a group's mean is large against its spread."""
     n, c, h, w = x.shape
     rows = _band_rows(c, w, x.element_size())
     if channels_last(x):
