@@ -57,7 +57,7 @@ class HyperpriorCodec(Codec):
     def update(self) -> None:
         """Rebuild the hyper-latent CDF tables from the current quantiles (forced: they
         move during training after a first update), their tails refitted first where the
-        aux loss has not placed them (`gicl.entropy.hypervq.build_bottleneck_tables`)."""
+        aux loss has not placed them (`gicl.entropy.bottleneck.FlooredBottleneck.update`)."""
         self.hyperprior.update(force=True)
 
     def compress_with_report(

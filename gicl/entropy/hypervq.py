@@ -22,7 +22,9 @@ scale hyperprior at a width that meets the paper's parameter budget):
   3×3 conv s1 → LeakyReLU → 5×5 conv s2 → LeakyReLU → 5×5 conv s2, C channels (H/4 of the
   branch). The branch is zero-padded to a multiple of 4 first and the output cropped back.
 - hyper-latents through CompressAI's `EntropyBottleneck(C)` (uniform noise in training,
-  rounding about the medians at inference, its own rANS stream, `aux_loss`, `update`).
+  rounding about the medians at inference, its own rANS stream, `aux_loss`, `update`), its
+  integer tables built with a known floor per symbol and R_z the −log₂ of what they give
+  (`gicl.entropy.bottleneck`).
 - hyper-synthesis: 5×5 deconv s2 → LeakyReLU → 5×5 deconv s2 → LeakyReLU → 3×3 conv to
   d + 1 channels: μ (d) and log σ (1).
 - C = 72: three Control-GIC branches (d = 4) hold 1.60 M parameters, the paper's
@@ -65,7 +67,12 @@ from torch import Tensor, nn
 from gicl.codecs.base import symbols_checksum, verify_symbols
 from gicl.entropy import MAX_RANS_SYMBOL
 from gicl.entropy.anchor_coding import MU_CLAMP_UNITS, PRECISION, SnapGrid, decode_indices, encode_indices
-from gicl.entropy.rans_bits import rans_table_bits
+from gicl.entropy.bottleneck import (
+    FlooredBottleneck,
+    bottleneck_table_bits,
+    hyper_bits,
+    with_coder_floor,
+)
 from gicl.errors import BitstreamError
 
 HYPER_CHANNELS = 72
@@ -73,7 +80,6 @@ HYPER_STRIDE = 4  # two stride-2 layers
 HYPER_INIT_SCALE = 10.0  # CompressAI's EntropyBottleneck default
 INITIAL_SIGMA_UNITS = 0.25
 CODER_FLOOR = 2.0**-PRECISION  # each symbol's least probability in the index coder's tables
-STALE_TAIL_LOGITS = 1.0  # tails farther than this (CDF logits) from their target are refitted
 NOTHING = torch.zeros(0, dtype=torch.int64)  # what an empty branch's sections carry
 
 
@@ -104,7 +110,7 @@ class HBlock(nn.Module):
         super().__init__()
         self.d, self.k = d, k
         self.analysis = HyperAnalysis(d, channels)
-        self.bottleneck = EntropyBottleneck(channels, init_scale=init_scale)
+        self.bottleneck = FlooredBottleneck(channels, init_scale=init_scale)
         self.synthesis = HyperSynthesis(d, channels)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:  # type: ignore[override]
@@ -193,8 +199,7 @@ def index_bits(mu: Tensor, sigma: Tensor, codebook: Tensor, target: Tensor, floo
     """
     log_p = -F.cross_entropy(anchor_logits(mu, sigma, codebook), target, reduction="none")
     if floor > 0.0:
-        mixed = log_p.detach() + math.log1p(-codebook.shape[0] * floor)
-        log_p = log_p + (torch.logaddexp(mixed, torch.full_like(mixed, math.log(floor))) - log_p.detach())
+        log_p = with_coder_floor(log_p, floor, codebook.shape[0])
     return -log_p / math.log(2.0)
 
 
@@ -222,49 +227,6 @@ class HyperVQStreams:
     sections: list[bytes]
     checksums: list[int]
     table_bits: dict[str, float]
-
-
-def bottleneck_table_bits(bottleneck: EntropyBottleneck, y: Tensor) -> float:
-    """−log₂ of the integer CDF tables `bottleneck.compress(y)` codes y's symbols with (its
-    rANS string's ideal length; `gicl.entropy.rans_bits`)."""
-    medians = bottleneck._get_medians().detach().reshape(1, -1, *[1] * (y.dim() - 2))
-    symbols = bottleneck.quantize(y, "symbols", medians.expand_as(y))
-    indexes = bottleneck._build_indexes(y.size())
-    return rans_table_bits(
-        symbols.reshape(-1).cpu().numpy(), indexes.reshape(-1).cpu().numpy(),
-        bottleneck._quantized_cdf.tolist(), bottleneck._cdf_length.reshape(-1).tolist(),
-        bottleneck._offset.reshape(-1).tolist(),
-    )
-
-
-def build_bottleneck_tables(bottleneck: EntropyBottleneck, force: bool) -> bool:
-    """`bottleneck.update(force)`, over tails refitted where the aux loss has left them
-    stale; whether the tables were (re)built. The parameters are left as trained.
-
-    The tails (quantiles 0 and 2) are the range of the integer CDF tables: a hyper-latent
-    beyond them is coded by escape bits, far above its float −log₂ likelihood. The aux loss
-    moves them by its learning rate per step, too slowly for short runs (the HVQ-VQGAN
-    demo's 300 steps left them at ±10 where the density reaches ±190: tables 17 % over the
-    float R_z on kodim20; 0.05 % after the refit). So when a tail is more than
-    `STALE_TAIL_LOGITS` from its target, the tables are built over tails placed by
-    CompressAI's bisection where the density leaves `tail_mass`/2 on each side. The medians
-    stay (they set the rounding offsets, so ŷ, μ, σ and the model's rate are unchanged), and
-    the quantiles parameter is restored afterwards: a model file stores the trained weights
-    (an EMA export its averages), and loading it refits the same tails from them."""
-    with torch.no_grad():
-        tails = bottleneck.quantiles[:, :, 0::2]
-        residual = bottleneck._logits_cumulative(tails, stop_gradient=True) - bottleneck.target[0::2]
-        if not bool(residual.abs().max() > STALE_TAIL_LOGITS):
-            return bottleneck.update(force=force)
-        if bottleneck._offset.numel() > 0 and not force:  # built already: as CompressAI's update
-            return False
-        trained = bottleneck.quantiles.detach().clone()
-        bottleneck._update_quantiles()
-        bottleneck.quantiles[:, 0, 1] = trained[:, 0, 1]
-        try:
-            return bottleneck.update(force=True)
-        finally:
-            bottleneck.quantiles.copy_(trained)
 
 
 def branch_mask(masks: Mapping[str, Tensor] | None, name: str, like: Tensor) -> Tensor:
@@ -336,8 +298,8 @@ class HyperVQ(nn.Module):
         masks: Mapping[str, Tensor] | None = None,
     ) -> HyperVQOutput:
         """Rates in bits per image: R_ind (eq. 4 over present positions) and R_z (the
-        EntropyBottleneck's −log₂ likelihoods). Differentiable; noise in training mode,
-        rounding in eval mode (what `compress` codes)."""
+        EntropyBottleneck's −log₂ likelihoods with its tables' floor, `hyper_bits`).
+        Differentiable; noise in training mode, rounding in eval mode (what `compress` codes)."""
         out = HyperVQOutput()
         for name, z in latents.items():
             codebook = codebook_for(codebooks, name)
@@ -346,7 +308,7 @@ class HyperVQ(nn.Module):
             y_hat, likelihoods = block.bottleneck(block.analyse(z, mask))
             keep = hyper_mask(mask)  # only hyper-latents above a present position are coded
             y_hat = torch.where(keep, y_hat, block.fill().to(y_hat.dtype))
-            out.rate_z[name] = -(torch.log2(likelihoods) * keep).flatten(1).sum(1)
+            out.rate_z[name] = (hyper_bits(block.bottleneck, y_hat, likelihoods) * keep).flatten(1).sum(1)
             grid = SnapGrid.for_codebook(codebook)
             mu, sigma = block.parameters_for(y_hat, tuple(z.shape[-2:]), grid)
             mu_p, sigma_p = clamp_to_coder_box(present(mu, mask), codebook, grid), present(sigma, mask)
@@ -364,8 +326,8 @@ class HyperVQ(nn.Module):
 
     def update(self, force: bool = False) -> bool:
         """Build the EntropyBottlenecks' integer CDF tables (call before `compress`), over
-        tails refitted where the aux loss has not placed them (`build_bottleneck_tables`)."""
-        updated = [build_bottleneck_tables(block.bottleneck, force) for block in self.blocks.values()]
+        tails refitted where the aux loss has not placed them (`FlooredBottleneck.update`)."""
+        updated = [block.bottleneck.update(force) for block in self.blocks.values()]
         return any(updated)
 
     @torch.no_grad()

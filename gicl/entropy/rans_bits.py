@@ -13,8 +13,11 @@ measure. Reimplemented here because CompressAI exposes the coder, not its cost.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
+
+IntArray = TypeVar("IntArray")  # numpy or torch integer arrays alike
 
 CDF_PRECISION = 16  # CompressAI's rANS precision
 BYPASS_BITS = 4  # CompressAI's escape-code chunk
@@ -36,9 +39,14 @@ def rans_table_bits(symbols: np.ndarray, indexes: np.ndarray, cdfs: Sequence[Seq
     value = np.where(escaped, max_value, value)
     freq = cdf[indexes, value + 1] - cdf[indexes, value]
     bits = float(np.sum(CDF_PRECISION - np.log2(freq)))
-    raw = raw[escaped]
-    n_bypass = np.zeros_like(raw)
+    return bits + float(np.sum(bypass_bits(raw[escaped])))
+
+
+def bypass_bits(raw: IntArray) -> IntArray:
+    """Bits of CompressAI's escape code for each raw value ≥ 0: a 4-bit chunk count (15 meaning
+    "15 and more", then another count), and the value's 4-bit chunks."""
+    n_bypass = raw * 0
     while (rest := raw >> (BYPASS_BITS * n_bypass)).any():
         n_bypass += rest != 0
     bypass_max = (1 << BYPASS_BITS) - 1
-    return bits + float(np.sum(BYPASS_BITS * (n_bypass // bypass_max + 1 + n_bypass)))
+    return BYPASS_BITS * (n_bypass // bypass_max + 1 + n_bypass)
