@@ -81,6 +81,9 @@ def test_hyper_latent_float_bits_are_what_the_tables_and_escape_code_cost(stale_
     assert float(gap[escaped].max()) < 0.01
     assert float(gap[~escaped].max()) < 0.6  # a count rounded down on a 1–2-count symbol
     assert float(floats.sum()) == pytest.approx(float(costs.sum()), rel=0.005)
+    torch.manual_seed(0)
+    unbuilt = FlooredBottleneck(3).eval()  # the same weights, no tables yet: the range it would build
+    assert torch.allclose(hyper_bits(unbuilt, y_hat, likelihoods).reshape(3, -1), floats)
     assert float((-torch.log2(likelihoods).reshape(3, -1) - costs).abs().max()) > 10  # the float alone
 
 
