@@ -34,6 +34,11 @@ Lightning 2.x calls `set_epoch` on `dataloader.sampler`, not on the dataset; the
 therefore carries a sampler that forwards `set_epoch` to the dataset. Workers are not
 persistent, so each epoch's iteration sees the new epoch/skip.
 
+Transport: with workers, each DataLoader iterator gets a `BatchRing` (data/batch_ring.py): a
+worker stacks its batches into its own shared-memory slots, reused batch after batch, and
+sends the slot's number; the main process copies the batch out as it arrives (`StreamLoader`
+wraps the DataLoader's iterator), instead of PyTorch's fresh shared segment per batch.
+
 Exact resume: the position in the data is the number of batches the training has consumed,
 its iteration i, so a resumed run calls `resume_at(i)` (epoch i // n, skip i mod n, with n
 batches per epoch) before Lightning creates the first iterator — which Lightning does
@@ -66,6 +71,7 @@ from webdataset.shardlists import expand_urls
 
 from gicl.errors import RecipeError, UserError
 
+from .batch_ring import BatchRing, SlotRef
 from .config import resolve_data_config
 from .decode import BadImage, decode_rgb, image_bytes
 from .sample import sample_shards
@@ -78,6 +84,9 @@ log = logging.getLogger("gicl.data")
 MAX_CONSECUTIVE_BAD = 10_000
 # Shard reads in a row that yield no sample before a resampled stream gives up.
 MAX_EMPTY_SHARDS = 100
+# Ring slots per worker beyond the DataLoader's prefetch_factor (batches a worker may have
+# sent but the main process not yet taken, plus the one it is stacking).
+RING_SLOTS_BEYOND_PREFETCH = 1
 
 
 def build_train_loader(cfg: dict[str, Any], *, batch_size: int, rank: int = 0,
@@ -146,6 +155,7 @@ class TrainStream(IterableDataset):
         self._skip = 0
         self.shards = ShardReader(cfg["on_truncated_shard"])
         self._warned = False  # one warning per iteration, further skips only counted
+        self.ring: BatchRing | None = None  # set by StreamLoader for its workers
 
     def __len__(self) -> int:
         return self.n_batches
@@ -233,10 +243,13 @@ class TrainStream(IterableDataset):
     # -- batches ----------------------------------------------------------------------------
 
     def _batches(self, raw: Iterator[dict], worker: int, quota: int,
-                 skip: int) -> Iterator[dict[str, torch.Tensor]]:
+                 skip: int) -> Iterator[dict[str, Any]]:
         source = _Lookahead(raw)
         b = self.batch_size
         self._warned = False
+        info = get_worker_info()
+        ring = self.ring if info is not None else None
+        produced = 0
         for k in range(quota):
             window = source.take(b)
             if k < skip:
@@ -246,9 +259,15 @@ class TrainStream(IterableDataset):
             bad = b - len(crops)
             if bad:
                 crops += self._replacements(source.peek(), bad, worker, k)
-            # skipped as an int: every tensor in a worker's batch is its own shared-memory
-            # segment and file descriptor sent to the main process (≈ 0.4 ms per batch here)
-            yield {"image": stack_crops(crops), "skipped": bad}
+            # skipped as an int: a tensor would be one more shared-memory segment and file
+            # descriptor per batch sent to the main process (≈ 0.4 ms per batch here)
+            if ring is None:
+                yield {"image": stack_crops(crops), "skipped": bad}
+                continue
+            pixels, index = ring.slot(info.id, produced)
+            produced += 1
+            stack_crops(crops, out=pixels[: len(crops)])
+            yield {"image": SlotRef(info.id, index, len(crops)), "skipped": bad}
 
     def _replacements(self, upcoming: Iterator[dict], n: int, worker: int,
                       batch: int) -> list[torch.Tensor]:
@@ -281,25 +300,17 @@ class TrainStream(IterableDataset):
             return None
 
 
-def stack_crops(crops: list[torch.Tensor]) -> torch.Tensor:
-    """(B, 3, H, W) uint8 batch of (3, H, W) crops, stored channels-last.
+def stack_crops(crops: list[torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, H, W) uint8 batch of (3, H, W) crops, stored channels-last; `out`, if given,
+    a (B, H, W, 3) buffer to stack into (a worker's `BatchRing` slot).
 
     torchvision's `decode_jpeg` returns a (3, H, W) view of interleaved (H, W, 3) pixels, so
     a crop's rows are runs of 3·W bytes. Stacking the crops as (3, H, W) transposes every one
     of them (≈ 62 µs for a 256² crop here, 5 % of a worker's time per image); stacking them
     as (H, W, 3) copies runs of rows (≈ 5 µs). The batch keeps its (B, 3, H, W) shape with
     channels-last strides; `gicl.images.unit_float` makes the float batch contiguous on the
-    training device.
-
-    In a worker process the batch is stacked straight into shared memory, as PyTorch's
-    `default_collate` does: a batch made elsewhere is copied there when it is sent to the
-    main process (one more pass over fresh pages per batch)."""
-    rows = [c.permute(1, 2, 0) for c in crops]
-    out = None
-    if get_worker_info() is not None:
-        storage = rows[0]._typed_storage()._new_shared(len(rows) * rows[0].numel(), device=rows[0].device)
-        out = rows[0].new(storage).resize_(len(rows), *rows[0].shape)
-    return torch.stack(rows, out=out).permute(0, 3, 1, 2)
+    training device."""
+    return torch.stack([c.permute(1, 2, 0) for c in crops], out=out).permute(0, 3, 1, 2)
 
 
 class _Lookahead:
@@ -363,9 +374,18 @@ class StreamLoader(DataLoader):
         # The workers' base seed is drawn from this generator, not from the global RNG.
         self.generator = torch.Generator().manual_seed(
             _seed(d.seed, d.rank, d.epoch, "loader") % 2**63)
-        iterator = super().__iter__()  # workers now hold a copy with the pending skip
+        if self.num_workers == 0:
+            iterator = super().__iter__()
+            d.skip_batches(0)
+            return iterator
+        # A ring per iterator: workers of an unfinished earlier iterator may still write theirs.
+        ring = BatchRing(self.num_workers, RING_SLOTS_BEYOND_PREFETCH + (self.prefetch_factor or 0),
+                         d.batch_size, d.cfg["crop"])
+        d.ring = ring
+        iterator = super().__iter__()  # workers now hold a copy with the ring and the pending skip
+        d.ring = None
         d.skip_batches(0)  # so the skip applies to this iteration only
-        return iterator
+        return _TakenFromRing(iterator, ring, self.pin_memory)
 
     def state_dict(self) -> dict[str, Any]:
         """The key of the sample order (Lightning stores it in the checkpoint)."""
@@ -379,6 +399,25 @@ class StreamLoader(DataLoader):
             log.warning("data: the training data changed since the checkpoint (%s): the resumed "
                         "run does not see the samples an uninterrupted run would have",
                         ", ".join(changed))
+
+
+class _TakenFromRing:
+    """A DataLoader iterator whose batches' images come as `SlotRef`s: each is copied out of
+    the ring as it arrives (`BatchRing.take`), which frees its slot."""
+
+    def __init__(self, batches: Iterator[dict[str, Any]], ring: BatchRing, pin_memory: bool) -> None:
+        self._batches, self._ring, self._pin_memory = batches, ring, pin_memory
+
+    def __iter__(self) -> _TakenFromRing:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._batches)  # type: ignore[arg-type]
+
+    def __next__(self) -> dict[str, Any]:
+        batch = next(self._batches)
+        batch["image"] = self._ring.take(batch["image"], self._pin_memory)
+        return batch
 
 
 def _order_key(d: TrainStream) -> dict[str, Any]:

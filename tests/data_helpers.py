@@ -43,6 +43,19 @@ def colour_shards(folder: Path, n: int, maxcount: int) -> str:
     return str(folder / manifest["pattern"])
 
 
+def noise_jpeg_shards(folder: Path, n: int, height: int, width: int, maxcount: int) -> str:
+    """n noise JPEGs (quality 90, seeded by their number) in shards of `maxcount`; returns
+    the brace pattern."""
+    src = folder / "src"
+    src.mkdir()
+    for i in range(n):
+        rgb = np.random.default_rng(i).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(src / f"{i:02d}.jpg", quality=90)
+    manifest = write_shards(folder_items(src), str(folder / "j-%02d.tar"), total=n, maxcount=maxcount,
+                            progress=False)
+    return str(folder / manifest["pattern"])
+
+
 def noise_png(path: Path, seed: int, size: int = 16) -> Path:
     """Random-pixel PNG: every crop position and flip gives different pixels."""
     rgb = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)

@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from data_helpers import noise_png
+from data_helpers import noise_jpeg_shards, noise_png
 from PIL import Image
 
 from gicl.data import build_train_loader
@@ -75,19 +75,13 @@ def test_training_step_sees_the_floats_of_the_old_float_loader(tmp_path: Path, p
 
 
 def test_worker_batches_are_channels_last_and_become_contiguous_floats(tmp_path: Path) -> None:
-    """JPEG crops are stacked as (H, W, 3) rows (decode_jpeg's own layout), into shared
-    memory in a worker: the same pixels as in the loading process, and `unit_float` gives
-    the contiguous floats of the division."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for i in range(4):
-        rgb = np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-        Image.fromarray(rgb).save(src / f"{i:02d}.jpg", quality=90)
-    manifest = write_shards(folder_items(src), str(tmp_path / "j-%02d.tar"), total=4, maxcount=4,
-                            progress=False)
+    """JPEG crops are stacked as (H, W, 3) rows (decode_jpeg's own layout), in a worker into
+    its ring slot, copied out by the main process: the same pixels as in the loading process,
+    and `unit_float` gives the contiguous floats of the division."""
+    pattern = noise_jpeg_shards(tmp_path, 4, 40, 56, maxcount=4)
 
     def batches(workers: int) -> list[torch.Tensor]:
-        cfg = {"train": str(tmp_path / manifest["pattern"]), "resampled": False, "crop": 32,
+        cfg = {"train": pattern, "resampled": False, "crop": 32,
                "shuffle_buffer": 0, "num_workers": workers}
         return [b["image"] for b in build_train_loader(cfg, batch_size=2)]
 
@@ -96,5 +90,6 @@ def test_worker_batches_are_channels_last_and_become_contiguous_floats(tmp_path:
     for a, b in zip(here, worker, strict=True):
         assert a.shape == b.shape == (2, 3, 32, 32) and torch.equal(a, b)
         assert b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous()
+        assert not b.is_shared()  # taken out of the ring, not a per-batch shared segment
         floats = unit_float(b)
         assert floats.is_contiguous() and torch.equal(floats, b.contiguous().float() / 255)
