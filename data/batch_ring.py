@@ -65,7 +65,7 @@ class BatchRing:
 
     def take(self, ref: SlotRef, pin_memory: bool) -> Tensor:
         """The batch `ref` points to as a (B, 3, crop, crop) uint8 tensor of its own,
-        channels-last (the layout the workers stack, `gicl.data.stream.stack_crops`)."""
+        channels-last (the layout the workers write, `gicl.data.stream`)."""
         pixels = self.pixels[ref.worker, ref.slot, : ref.images]
         out = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=pin_memory)
         out.copy_(pixels)

@@ -255,7 +255,7 @@ def unit_float(pixels: Tensor) -> Tensor:
     `pixels.float() / 255` on every device. Elsewhere than on the CPU a table look-up: CUDA
     divides a tensor by a Python scalar as a multiplication by its reciprocal, which can
     differ in the last bit. The result is contiguous whatever the input's strides (training
-    batches arrive channels-last: `gicl.data.stream.stack_crops`). Float input is returned
+    batches arrive channels-last: `gicl.data.stream`, "Layout"). Float input is returned
     unchanged (validation batches are float)."""
     if pixels.dtype != torch.uint8:
         return pixels
