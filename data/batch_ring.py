@@ -39,9 +39,22 @@ class SlotRef:
     images: int
 
 
+def shared_memory_free() -> int | None:
+    """Bytes free where PyTorch puts shared memory on Linux (/dev/shm), None elsewhere."""
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
 class BatchRing:
     """`slots` uint8 (batch, crop, crop, 3) buffers per worker in shared memory, and how many
     batches of each worker the main process has taken."""
+
+    @staticmethod
+    def nbytes(workers: int, slots: int, batch_size: int, crop: int) -> int:
+        return workers * slots * batch_size * crop * crop * 3
 
     def __init__(self, workers: int, slots: int, batch_size: int, crop: int) -> None:
         self.slots = slots

@@ -77,7 +77,7 @@ from webdataset.shardlists import expand_urls
 
 from gicl.errors import RecipeError, UserError
 
-from .batch_ring import BatchRing, SlotRef
+from .batch_ring import BatchRing, SlotRef, shared_memory_free
 from .config import resolve_data_config
 from .decode import BadImage, decode_rgb, image_bytes
 from .sample import sample_shards
@@ -362,6 +362,7 @@ class StreamLoader(DataLoader):
 
     def __init__(self, dataset: TrainStream, **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=None, persistent_workers=False, **kwargs)
+        self._warned_shared_memory = False
         # DataLoader forbids sampler= with an IterableDataset and locks the attribute after
         # __init__; Lightning only calls set_epoch on `loader.sampler`, so install it here.
         object.__setattr__(self, "sampler", _EpochSampler(dataset))
@@ -379,18 +380,32 @@ class StreamLoader(DataLoader):
         # The workers' base seed is drawn from this generator, not from the global RNG.
         self.generator = torch.Generator().manual_seed(
             _seed(d.seed, d.rank, d.epoch, "loader") % 2**63)
-        if self.num_workers == 0:
-            iterator = super().__iter__()
-            d.skip_batches(0)
-            return iterator
-        # A ring per iterator: workers of an unfinished earlier iterator may still write theirs.
-        ring = BatchRing(self.num_workers, RING_SLOTS_BEYOND_PREFETCH + (self.prefetch_factor or 0),
-                         d.batch_size, d.cfg["crop"])
+        ring = self._new_ring()
         d.ring = ring
         iterator = super().__iter__()  # workers now hold a copy with the ring and the pending skip
         d.ring = None
         d.skip_batches(0)  # so the skip applies to this iteration only
-        return _TakenFromRing(iterator, ring, self.pin_memory)
+        return iterator if ring is None else _TakenFromRing(iterator, ring, self.pin_memory)
+
+    def _new_ring(self) -> BatchRing | None:
+        """The slots this iterator's workers write their batches into; a ring per iterator,
+        since workers of an unfinished earlier one may still write theirs. None without
+        workers, or when /dev/shm cannot hold it (touching shared pages beyond its size kills
+        a process with SIGBUS): batches then travel PyTorch's way, a warning says so once."""
+        if self.num_workers == 0:
+            return None
+        d = self.dataset
+        shape = (self.num_workers, RING_SLOTS_BEYOND_PREFETCH + (self.prefetch_factor or 0),
+                 d.batch_size, d.cfg["crop"])
+        need, free = BatchRing.nbytes(*shape), shared_memory_free()
+        if free is None or need <= free:
+            return BatchRing(*shape)
+        if not self._warned_shared_memory:
+            log.warning("data: the workers' batch slots need %d MB of shared memory, /dev/shm has "
+                        "%d MB free: batches go the slower way (a container's --shm-size, or fewer "
+                        "data.num_workers, avoids this)", need >> 20, free >> 20)
+            self._warned_shared_memory = True
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """The key of the sample order (Lightning stores it in the checkpoint)."""

@@ -13,7 +13,7 @@ import torch
 from data_helpers import noise_jpeg_shards
 
 from gicl.data import build_train_loader
-from gicl.data.batch_ring import BatchRing, SlotRef
+from gicl.data.batch_ring import BatchRing, SlotRef, shared_memory_free
 
 
 def test_a_worker_waits_for_a_slot_until_its_batch_is_taken() -> None:
@@ -62,3 +62,18 @@ def test_more_batches_than_slots_deliver_every_image_once_from_two_workers(tmp_p
 
     assert images(2) == images(0)
     assert len(set(images(0))) == 24
+
+
+def test_a_ring_that_dev_shm_cannot_hold_is_not_made(tmp_path: Path, caplog) -> None:
+    """Touching shared pages beyond /dev/shm's size would kill the process with SIGBUS: when
+    the slots do not fit, batches travel PyTorch's way and a warning says so once."""
+    free = shared_memory_free()
+    assert free is not None and free > 0  # Linux
+    pattern = noise_jpeg_shards(tmp_path, 2, 32, 32, maxcount=2)
+    cfg = {"train": pattern, "resampled": True, "epoch_samples": 4, "crop": 32, "num_workers": 2}
+    assert isinstance(build_train_loader(cfg, batch_size=2)._new_ring(), BatchRing)
+    too_big = free // BatchRing.nbytes(2, 3, 1, 32) + 1
+    loader = build_train_loader(cfg, batch_size=too_big)
+    with caplog.at_level("WARNING", logger="gicl.data"):
+        assert loader._new_ring() is None and loader._new_ring() is None
+    assert sum("batch slots need" in r.getMessage() for r in caplog.records) == 1
