@@ -10,7 +10,12 @@ import pytest
 import torch
 from compressai._CXX import pmf_to_quantized_cdf
 
-from gicl.entropy.bottleneck import FlooredBottleneck, floored_quantized_cdf, hyper_bits
+from gicl.entropy.bottleneck import (
+    FlooredBottleneck,
+    bottleneck_table_bits,
+    floored_quantized_cdf,
+    hyper_bits,
+)
 from gicl.entropy.rans_bits import rans_table_bits
 
 TOTAL = 1 << 16
@@ -85,6 +90,19 @@ def test_hyper_latent_float_bits_are_what_the_tables_and_escape_code_cost(stale_
     unbuilt = FlooredBottleneck(3).eval()  # the same weights, no tables yet: the range it would build
     assert torch.allclose(hyper_bits(unbuilt, y_hat, likelihoods).reshape(3, -1), floats)
     assert float((-torch.log2(likelihoods).reshape(3, -1) - costs).abs().max()) > 10  # the float alone
+
+
+def test_table_bits_are_the_length_of_compressais_stream_escapes_included(stale_bottleneck) -> None:
+    """`rans_table_bits` (through `bottleneck_table_bits`) against the rANS string CompressAI
+    writes, for values inside the tables and escaped far beyond them (bypass chunks)."""
+    b = stale_bottleneck
+    medians = b.quantiles[:, 0, 1].detach()
+    far = torch.logspace(2.5, 6.0, 100).round()  # 316 … 10⁶: 3 to 6 bypass chunks
+    offsets = torch.cat([torch.arange(-30.0, 31.0), far, -far])
+    y = (medians[:, None] + offsets[None]).reshape(1, 3, -1, 1)
+    ideal = bottleneck_table_bits(b, y)
+    written = 8 * len(b.compress(y)[0])
+    assert ideal <= written <= ideal * 1.005 + 64
 
 
 def test_hyper_latent_bits_have_the_gradient_of_the_log_likelihood(stale_bottleneck) -> None:

@@ -46,7 +46,7 @@ def bypass_bits(raw: IntArray) -> IntArray:
     """Bits of CompressAI's escape code for each raw value ≥ 0: a 4-bit chunk count (15 meaning
     "15 and more", then another count), and the value's 4-bit chunks."""
     n_bypass = raw * 0
-    while (rest := raw >> (BYPASS_BITS * n_bypass)).any():
-        n_bypass += rest != 0
+    for chunk in range(64 // BYPASS_BITS):  # a fixed count: no data-dependent loop (no GPU sync)
+        n_bypass += (raw >> (BYPASS_BITS * chunk)) != 0
     bypass_max = (1 << BYPASS_BITS) - 1
     return BYPASS_BITS * (n_bypass // bypass_max + 1 + n_bypass)
