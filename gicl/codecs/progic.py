@@ -171,8 +171,13 @@ class ProGIC(Codec):
         self, y_hat: Tensor, stage: Stage, size: tuple[int, int] | None = None
     ) -> Tensor:
         """x̂ from a prefix sum ŷ_{≤i} with stage i's modulation; `stage` may be a (B,)
-        tensor to decode several stages in one batch. Crops to `size` when given."""
-        x_hat = self.decoder(y_hat, stage)
+        tensor to decode several stages in one batch. Crops to `size` when given.
+
+        The decoder always reads a contiguous (NCHW) ŷ: forward's prefix sums keep the
+        encoder's channels-last layout, decode's embedding lookups do not, and a convolution
+        of the same values in the two layouts rounds differently on some CPUs (oneDNN on
+        AVX2), which would break decode = forward bit for bit."""
+        x_hat = self.decoder(y_hat.contiguous(), stage)
         return x_hat if size is None else x_hat[..., : size[0], : size[1]]
 
     def latent_positions(self, h: int, w: int) -> int:
@@ -265,10 +270,7 @@ class ProGIC(Codec):
 
     def decode_indices(self, indices: Tensor, size: tuple[int, int]) -> Tensor:
         """x̂_k from the (1, k, h, w) indices of the first k stages, cropped to `size`."""
-        y_hat = self.quantizer.decode(indices)
-        # embedding lookups come back channels-last strided; convolutions on that layout
-        # round differently (~1e-7) from forward's contiguous prefix sums
-        return self.decode_latent(y_hat.contiguous(), indices.shape[1], size)
+        return self.decode_latent(self.quantizer.decode(indices), indices.shape[1], size)
 
     def last_decoder_layer(self) -> Tensor:
         return self.decoder.conv_out.weight
