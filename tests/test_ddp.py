@@ -6,21 +6,25 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
-from conftest import run_cli
+from conftest import KODAK, run_cli
 from PIL import Image
 from weights import assert_same_updates, initial_state
 
 from gicl.recipes import resolve
 
 
-def identical_image_shards(tmp_path, kodak):
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
     """Shards of 8 copies of one crop: every rank's share of a global batch holds the same
     pixels whatever the world size, so the runs differ only in how they are distributed."""
+    tmp_path = tmp_path_factory.mktemp("ddp_shards")
     src = tmp_path / "images"
     src.mkdir()
-    crop = Image.open(kodak / "kodim23.png").convert("RGB").crop((300, 100, 364, 164))
+    crop = Image.open(KODAK / "kodim23.png").convert("RGB").crop((300, 100, 364, 164))
     crop.save(src / "img0.png")
     for i in range(1, 8):
         shutil.copy(src / "img0.png", src / f"img{i}.png")
@@ -39,18 +43,27 @@ def common_overrides(shards: str) -> list[str]:
               "--set", "stages.train.optimizers.disc.eps=1.0"]
 
 
-def test_two_process_ddp_matches_one_process(tmp_path, kodak):
-    shards = identical_image_shards(tmp_path, kodak)
-    common = common_overrides(shards)
-    for devices in (1, 2):
-        proc = run_cli("fit", "--recipe", "progic", "--profile", "smoke", "--run-dir",
-                       str(tmp_path / f"d{devices}"), "--set", f"trainer.devices={devices}", *common)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        if devices == 2:
-            assert "Starting with 2 processes" in proc.stderr + proc.stdout
-            assert "distributed_backend=gloo" in proc.stderr + proc.stdout
+def fit_on(shards: str, run_dir: Path, *settings: str) -> subprocess.CompletedProcess:
+    proc = run_cli("fit", "--recipe", "progic", "--profile", "smoke", "--run-dir", str(run_dir),
+                   *settings, *common_overrides(shards))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def one_node_of_two(shards, tmp_path_factory) -> Path:
+    """One node's two processes: the run both tests compare with."""
+    run_dir = tmp_path_factory.mktemp("ddp") / "d2"
+    proc = fit_on(shards, run_dir, "--set", "trainer.devices=2")
+    assert "Starting with 2 processes" in proc.stderr + proc.stdout
+    assert "distributed_backend=gloo" in proc.stderr + proc.stdout
+    return run_dir
+
+
+def test_two_process_ddp_matches_one_process(shards, one_node_of_two, tmp_path):
+    fit_on(shards, tmp_path / "d1", "--set", "trainer.devices=1")
     one = torch.load(tmp_path / "d1/train/checkpoints/last.ckpt", weights_only=True)
-    two = torch.load(tmp_path / "d2/train/checkpoints/last.ckpt", weights_only=True)
+    two = torch.load(one_node_of_two / "train/checkpoints/last.ckpt", weights_only=True)
     assert one["gicl"]["iteration"] == two["gicl"]["iteration"] == 4
     codec = lambda ckpt: {k[6:]: v for k, v in ckpt["state_dict"].items() if k.startswith("codec.")}  # noqa: E731
     assert_same_updates(codec(one), codec(two), initial_state(resolve("progic", "smoke")["codec"]))
@@ -68,14 +81,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_of_one_process_end_with_the_weights_of_one_node_of_two(tmp_path, kodak):
+def test_two_nodes_of_one_process_end_with_the_weights_of_one_node_of_two(shards, one_node_of_two, tmp_path):
     """`trainer.num_nodes=2`, one process per node, launched as a cluster launcher would (one
     `gicl fit` per node with NODE_RANK, MASTER_ADDR and MASTER_PORT) over loopback, into one
     run dir (a shared file system): the same weights as one node with two processes."""
-    common = common_overrides(identical_image_shards(tmp_path, kodak))
-    one_node = run_cli("fit", "--recipe", "progic", "--profile", "smoke", "--run-dir", str(tmp_path / "n1"),
-                       "--set", "trainer.devices=2", *common)
-    assert one_node.returncode == 0, one_node.stderr[-3000:]
+    common = common_overrides(shards)
     port = _free_port()
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "gicl", "fit", "--recipe", "progic", "--profile", "smoke", "--run-dir",
@@ -86,7 +96,7 @@ def test_two_nodes_of_one_process_end_with_the_weights_of_one_node_of_two(tmp_pa
     for node, (_, err) in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, err[-3000:]
     assert "distributed_backend=gloo" in outputs[0][1] and "Starting with 2 processes" in outputs[0][1]
-    a = torch.load(tmp_path / "n1/train/checkpoints/last.ckpt", weights_only=True)
+    a = torch.load(one_node_of_two / "train/checkpoints/last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "n2/train/checkpoints/last.ckpt", weights_only=True)
     assert a["gicl"]["iteration"] == b["gicl"]["iteration"] == 4
     codec = lambda ckpt: {k[6:]: v for k, v in ckpt["state_dict"].items() if k.startswith("codec.")}  # noqa: E731

@@ -24,29 +24,26 @@ def model_state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def test_smoke_fit_leaves_checkpoint_events_and_learns(tmp_path):
-    fit(tmp_path, "--set", "stages.pretrain.max_steps=16")
+def test_smoke_fit_leaves_checkpoint_events_learns_and_counts_iterations(tmp_path):
+    fit(tmp_path, "--set", "stages.pretrain.max_steps=16", "--set", "stages.pretrain.loss.disc_start=3")
     stage = tmp_path / "pretrain"
     assert (stage / "checkpoints" / "last.ckpt").is_file()
     assert (stage / "final.pt").is_file() and (stage / "done").read_text().strip() == "16"
     cfg = yaml.safe_load((stage / "config.yaml").read_text())
     assert cfg["stages"]["pretrain"]["max_steps"] == 16
-    rec = [v for _, v in scalars(stage / "tb")["train/rec"]]
+    tags = scalars(stage / "tb")
+    rec = [v for _, v in tags["train/rec"]]
     assert len(rec) == 16
     assert sum(rec[-4:]) / 4 < sum(rec[:4]) / 4  # reconstruction loss went down
-    assert any(t.startswith("rd/psnr/") for t in scalars(stage / "tb"))
-
-
-def test_max_steps_and_disc_start_count_iterations(tmp_path):
-    fit(tmp_path, "--set", "stages.pretrain.max_steps=7", "--set", "stages.pretrain.loss.disc_start=3")
-    tags = scalars(tmp_path / "pretrain" / "tb")
+    assert any(t.startswith("rd/psnr/") for t in tags)
+    # max_steps and disc_start count iterations: one logged step per iteration, exactly 16,
+    # the step being the count of iterations done; iterations 1..3 run before disc_start
     d = tags["train/d_loss"]
-    # one logged step per iteration, exactly 7; the step is the count of iterations done
-    assert [s for s, _ in d] == list(range(1, 8))
-    assert all(v == 0.0 for s, v in d if s <= 3)  # iterations 1..3 run before disc_start
+    assert [s for s, _ in d] == list(range(1, 17))
+    assert all(v == 0.0 for s, v in d if s <= 3)
     assert all(v != 0.0 for s, v in d if s > 3)
-    ckpt = torch.load(tmp_path / "pretrain" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["gicl"]["iteration"] == 7
+    ckpt = torch.load(stage / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["gicl"]["iteration"] == 16
 
 
 def test_two_stages_chain_freeze_and_skip(tmp_path):
