@@ -179,7 +179,7 @@ def test_official_glc_adapter_times_the_authors_call_sequence(tmp_path: Path) ->
     (checkout / "src" / "models" / "__init__.py").write_text("")
     (checkout / "src" / "models" / "image_model.py").write_text(textwrap.dedent(STAND_IN))
     proc = run_cli(*BASE, "--threads", "1", "--repeats", "2", "--json",
-                   "--against", f"official-glc:{checkout}")
+                   "--against", f"official-glc:{checkout}", fresh=True)  # compares peak memory
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     (peer,) = r["peers"]
