@@ -151,6 +151,19 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
+def length_prefixed(head: bytes, rest: bytes) -> bytes:
+    """Two streams in one section: `head`'s length (varint), `head`, then `rest`."""
+    return varint(len(head)) + head + rest
+
+
+def split_length_prefixed(section: bytes, what: str) -> tuple[bytes, bytes]:
+    """The inverse of `length_prefixed`; a section too short for its prefix raises
+    BitstreamError naming `what`."""
+    r = _Reader(section)
+    head = r.take(r.varint(what), what)
+    return head, section[r.pos:]
+
+
 def _chain(crc: int, index: int, payload: bytes, checksum: int) -> int:
     """Extend the section-check chain by section `index` (see the module docstring)."""
     record = varint(index) + varint(len(payload)) + _U16.pack(checksum)

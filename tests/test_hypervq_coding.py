@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
+from conftest import assert_hyper_stream_cost
 
 from gicl.entropy.bottleneck import bottleneck_table_bits, hyper_bits
 from gicl.entropy.hypervq import CODER_FLOOR, HyperVQ, index_bits
@@ -47,6 +48,9 @@ def setup() -> dict:
     try:
         codebook = smooth_latents(64, 64, 1).permute(0, 2, 3, 1).reshape(-1, 4)[:: 4][:1024].clone()
         model = HyperVQ({name: (4, 1024) for name in BRANCHES}, channels=24)
+        with torch.no_grad():  # hyper-latents that carry something: with the analysis' output
+            for block in model.blocks.values():  # 5× its initial spread, fine's hyper stream is
+                block.analysis[-1].weight.mul_(5)  # not all medians (empty) after the 80 steps
         opt = torch.optim.Adam(model.parameters(), lr=5e-3)
         for step in range(80):
             lat = {n: 0.3 * smooth_latents(32 // s, 32 // s, 100 + 3 * step + s) for n, s in BRANCHES.items()}
@@ -81,11 +85,38 @@ def test_sections_cost_what_the_integer_tables_and_the_float_model_say(setup: di
         table = streams.table_bits[name]
         assert table <= payload <= table * 1.005 + 64  # 0.5 % + 8 bytes per section
         assert table == pytest.approx(float(out.rate_ind[name]), rel=0.01)
-        hyper, hyper_table = 8 * len(streams.sections[2 * i]), streams.table_bits[f"hyper_{name}"]
-        assert hyper_table <= hyper <= hyper_table * 1.005 + 64
-        assert hyper_table == pytest.approx(float(out.rate_z[name]), rel=0.01, abs=1)
+        key = f"hyper_{name}"
+        hyper = 8 * len(streams.sections[2 * i])
+        assert_hyper_stream_cost(key, hyper, streams.table_bits[key], float(out.rate_z[name]))
+    assert streams.sections[0]  # fine's hyper-latents: a real rANS stream
     n = sum(int(m.sum()) for m in masks.values())
     assert float(sum(out.rate_ind.values())) / n < 8.0  # trained: well below log2(1024) = 10 bits
+
+
+def test_hyper_latents_all_at_their_medians_cost_no_bytes(setup: dict) -> None:
+    """A hyperprior whose hyper-latents carry nothing writes empty hyper sections (no 64-bit
+    rANS flush) and still decodes its indices; one symbol off the median needs a stream."""
+    model, codebook = setup["model"], setup["codebook"]
+    latents, indices, masks = setup["latents"], setup["indices"], setup["masks"]
+    silent = HyperVQ({name: (4, 1024) for name in BRANCHES}, channels=24)
+    silent.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, block in silent.blocks.items():
+            last = block.analysis[-1]
+            last.weight.zero_()
+            last.bias.copy_(block.bottleneck.quantiles[:, 0, 1] + (0.7 if name == "coarse" else 0.3))
+    silent.eval()
+    streams = silent.compress(latents, indices, codebook, masks)
+    hyper = dict(zip(BRANCHES, streams.sections[::2], strict=True))
+    assert hyper["fine"] == b"" and hyper["medium"] == b"" and len(hyper["coarse"]) > 0
+    decoded = silent.decompress(streams.sections, {n: tuple(z.shape[-2:]) for n, z in latents.items()},
+                                codebook, masks, streams.checksums)
+    for name in BRANCHES:
+        m = masks[name][:, 0]
+        assert torch.equal(decoded[name][m], indices[name][m])
+    stuffed = [b"\0" * 8 if i == 0 else s for i, s in enumerate(streams.sections)]  # not what is written
+    with pytest.raises(BitstreamError, match="not what the encoder writes"):
+        silent.decompress(stuffed, {n: tuple(z.shape[-2:]) for n, z in latents.items()}, codebook, masks)
 
 
 def test_a_separate_process_with_other_threads_decodes_the_same_symbols(setup: dict, tmp_path: Path) -> None:
@@ -96,7 +127,8 @@ def test_a_separate_process_with_other_threads_decodes_the_same_symbols(setup: d
     torch.save(
         {
             "state": model.state_dict(), "codebook": codebook, "masks": masks,
-            "sections": streams.sections, "checksums": streams.checksums,
+            "sections": [torch.tensor(list(b), dtype=torch.uint8) for b in streams.sections],
+            "checksums": streams.checksums,
             "shapes": {n: tuple(z.shape[-2:]) for n, z in latents.items()},
         },
         tmp_path / "stream.pt",
@@ -108,7 +140,8 @@ def test_a_separate_process_with_other_threads_decodes_the_same_symbols(setup: d
         s = torch.load({str(tmp_path / "stream.pt")!r}, weights_only=True)
         model = HyperVQ({{n: (4, 1024) for n in s["shapes"]}}, channels=24)
         model.load_state_dict(s["state"])  # the encoder's hyper-latent CDF tables, as shipped
-        out = model.eval().decompress(s["sections"], s["shapes"], s["codebook"], s["masks"], s["checksums"])
+        sections = [bytes(t.tolist()) for t in s["sections"]]
+        out = model.eval().decompress(sections, s["shapes"], s["codebook"], s["masks"], s["checksums"])
         torch.save(out, {str(tmp_path / "decoded.pt")!r})
     """)
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=120)

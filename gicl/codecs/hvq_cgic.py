@@ -14,11 +14,14 @@ differentiable; `losses` adds `rate_ind` and `rate_z` in bits per pixel (batch m
 terms the stage B/C modules weight. The static-table bits of the same tokens stay in
 `extras["static_rate"]` for comparison (the paper's Table S4).
 
-Bitstream: sections [masks, hyper_coarse, coarse, hyper_medium, medium, hyper_fine, fine].
-Masks are written exactly as Control-GIC writes them; each branch's hyper section is the
-EntropyBottleneck's rANS string and its index section HyperVQ's exact 24-bit range code with
-snapped μ, σ (machine-independent integer tables). Checksums: the mask bits, the hyper-
-latents' float32 bits and the index symbols, one per section.
+Bitstream: sections [masks, coarse, medium, fine], as Control-GIC's. Masks are written
+exactly as Control-GIC writes them; a branch's section is the length of its hyper stream
+(varint), the hyper stream (the EntropyBottleneck's rANS string, empty when every hyper-latent
+is its median) and the index stream (HyperVQ's exact 24-bit range code with snapped μ, σ:
+machine-independent integer tables). One section per branch, not two: each container section
+carries 7 bytes of length and checks, ~4 % of the file at the lowest operating point on
+Kodak. Checksums: the mask bits, then each branch's index symbols (a desync of its hyper-
+latents changes μ, σ and so the decoded symbols, which that check sees).
 
 Rate control uses the backbone's static-table curve (`point_for_bpp`): the ratios for a
 target bpp under the Huffman code, which the hyperprior then codes in fewer bits.
@@ -32,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gicl.bitstream import length_prefixed, split_length_prefixed
 from gicl.codecs.base import (
     CodecOutput,
     EncodedImage,
@@ -43,7 +47,7 @@ from gicl.codecs.controlgic import GRANULARITIES, ControlGIC
 from gicl.codecs.hyperprior_codec import HyperpriorCodec, check_backbone_keys, rate_losses
 from gicl.codecs.routing import Masks
 from gicl.entropy import fixed
-from gicl.entropy.hypervq import HYPER_CHANNELS, HYPER_INIT_SCALE, HyperVQ
+from gicl.entropy.hypervq import HYPER_CHANNELS, HYPER_INIT_SCALE, HyperVQ, present
 from gicl.errors import BitstreamError
 
 SECTION_ORDER = ("coarse", "medium", "fine")  # Control-GIC's order: a coarse token first
@@ -105,23 +109,27 @@ class HVQCGIC(HyperpriorCodec):
         streams = self.hyperprior.compress(
             {g: lat[g] for g in SECTION_ORDER}, indices, self.codebook(), masks.as_dict()
         )
+        hyper, ind = streams.sections[::2], streams.sections[1::2]
         encoded = EncodedImage(
-            sections=[fixed.pack(mask_bits, 1), *streams.sections],
-            checksums=[symbols_checksum(mask_bits), *streams.checksums],
+            sections=[fixed.pack(mask_bits, 1), *map(length_prefixed, hyper, ind)],
+            checksums=[symbols_checksum(mask_bits), *streams.checksums[1::2]],
             point={"ratios": list(ratios)}, size=(int(x.shape[-2]), int(x.shape[-1])),
         )
         return encoded, streams.table_bits
 
     def stream_bits(self, encoded: EncodedImage) -> dict[str, int]:
-        sizes = [8 * len(s) for s in encoded.sections[1:]]  # [hyper_coarse, coarse, hyper_medium, ...]
-        return {key: sizes[2 * i + j] for i, g in enumerate(SECTION_ORDER)
-                for j, key in enumerate((f"hyper_{g}", g))}
+        """Bits per stream; a branch's length prefix, like the container's framing, is not payload."""
+        out = {}
+        for g, section in zip(SECTION_ORDER, encoded.sections[1:], strict=True):
+            hyper, ind = split_length_prefixed(section, f"{g} section")
+            out[f"hyper_{g}"], out[g] = 8 * len(hyper), 8 * len(ind)
+        return out
 
     @torch.no_grad()
     def decompress(self, encoded: EncodedImage) -> Tensor:
-        n = 1 + 2 * len(SECTION_ORDER)
+        n = 1 + len(SECTION_ORDER)
         if len(encoded.sections) != n or len(encoded.checksums) != n:
-            raise BitstreamError(f"an HVQ-CGIC image has {n} sections (masks, then hyper-latents "
+            raise BitstreamError(f"an HVQ-CGIC image has {n} sections (masks, then the hyper-latents "
                                  "and indices of coarse, medium, fine)")
         b = self.backbone
         h, w = encoded.size
@@ -131,9 +139,11 @@ class HVQCGIC(HyperpriorCodec):
         device = self.device_of()
         m = {k: v.to(device) for k, v in masks.as_dict().items()}
         shapes = {g: tuple(m[g].shape[-2:]) for g in SECTION_ORDER}
-        indices = self.hyperprior.decompress(
-            encoded.sections[1:], shapes, self.codebook(), m, encoded.checksums[1:]
-        )
+        streams = [part for g, section in zip(SECTION_ORDER, encoded.sections[1:], strict=True)
+                   for part in split_length_prefixed(section, f"{g} section")]
+        indices = self.hyperprior.decompress(streams, shapes, self.codebook(), m)
+        for i, g in enumerate(SECTION_ORDER, start=1):
+            verify_symbols(present(indices[g], m[g]), encoded.checksums[i], i)
         zq = {g: b.quantizer.embed(indices[g]) for g in GRANULARITIES}
         masks = Masks(**m)
         return b._decode(b._hybrid(zq, masks), masks, (h, w))

@@ -358,16 +358,17 @@ class HyperVQ(nn.Module):
             column = y[:, :, keep][..., None]
             if _beyond_rans_bound(block.bottleneck, column):
                 raise ValueError(f"a hyper-latent exceeds ±{MAX_RANS_SYMBOL}: the model diverged")
-            strings = block.bottleneck.compress(column)
+            hyper = hyper_stream(block.bottleneck, column)
             # the decoder's path: identical floats on both sides from here on
-            y_hat = block.scatter_kept(block.bottleneck.decompress(strings, (int(keep.sum()), 1)), keep)
+            y_hat = block.scatter_kept(hyper_column(block.bottleneck, hyper, int(keep.sum())), keep)
             mu_idx, sigma_idx, grid = self._snapped(block, y_hat, tuple(z.shape[-2:]), mask, codebook)
             symbols = present(indices[name], mask)
             coded = encode_indices(symbols, mu_idx, sigma_idx, codebook, grid)
-            streams.sections += [strings[0], coded.data]
+            streams.sections += [hyper, coded.data]
             streams.checksums += [_float_checksum(y_hat), symbols_checksum(symbols)]
             streams.table_bits.update({name: coded.information_bits,
-                                       f"hyper_{name}": bottleneck_table_bits(block.bottleneck, column)})
+                                       f"hyper_{name}": bottleneck_table_bits(block.bottleneck, column)
+                                       if hyper else 0.0})  # an empty stream uses no table
         return streams
 
     @torch.no_grad()
@@ -403,12 +404,11 @@ class HyperVQ(nn.Module):
                 continue
             keep = hyper_mask(mask)[0, 0]
             kept = int(keep.sum())
-            column = block.bottleneck.decompress(
-                [rans_padded(sections[2 * i], block.bottleneck.channels * kept)], (kept, 1))
+            column = hyper_column(block.bottleneck, sections[2 * i], kept)
             if _beyond_rans_bound(block.bottleneck, column):
                 raise BitstreamError(f"HyperVQ branch '{name}': the hyper-latent section decodes to "
                                      "values out of range: the file is corrupted")
-            if block.bottleneck.compress(column)[0] != sections[2 * i]:  # rANS stops early too
+            if hyper_stream(block.bottleneck, column) != sections[2 * i]:  # rANS stops early too
                 raise BitstreamError(f"HyperVQ branch '{name}': the hyper-latent section is not what "
                                      "the encoder writes for its values (trailing or altered "
                                      "bytes): the file is corrupted")
@@ -442,6 +442,28 @@ def _beyond_rans_bound(bottleneck: EntropyBottleneck, column: Tensor) -> bool:
     from its channel's median (the rANS symbol CompressAI codes)."""
     medians = bottleneck.quantiles[:, 0, 1].reshape(1, -1, 1, 1)
     return column.numel() > 0 and float((column - medians).abs().max()) > MAX_RANS_SYMBOL
+
+
+def hyper_stream(bottleneck: EntropyBottleneck, column: Tensor) -> bytes:
+    """The hyper section of a kept column (1, C, N, 1): the bottleneck's rANS string, or no
+    bytes when every hyper-latent rounds to its channel's median. A hyperprior whose
+    hyper-latents carry nothing (R_z ≈ 0, as a briefly trained one's do) would otherwise
+    pay CompressAI's 64-bit rANS flush per branch and image: at Control-GIC's lowest point
+    on Kodak that flush alone was ~2 % of the file."""
+    medians = bottleneck.quantiles[:, 0, 1].detach().reshape(1, -1, 1, 1)
+    if not bool(torch.round(column - medians).any()):  # CompressAI's symbols, all 0
+        return b""
+    return bottleneck.compress(column)[0]
+
+
+def hyper_column(bottleneck: EntropyBottleneck, section: bytes, kept: int) -> Tensor:
+    """The kept hyper-latents (1, C, kept, 1) a hyper section decodes to, the same floats on
+    the encoder (which decodes its own section) and the decoder. An empty section is every
+    symbol 0, dequantised as CompressAI does (0 + median, so −0.0 medians come out alike)."""
+    if not section:
+        medians = bottleneck.quantiles[:, 0, 1].detach().reshape(1, -1, 1, 1)
+        return medians.new_zeros(1, bottleneck.channels, kept, 1) + medians
+    return bottleneck.decompress([rans_padded(section, bottleneck.channels * kept)], (kept, 1))
 
 
 def rans_padded(data: bytes, symbols: int) -> bytes:
